@@ -1,0 +1,144 @@
+package completion
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisClient is the set of go-redis commands a [Consumer] uses.
+// *redis.Client, *redis.ClusterClient, *redis.Ring and redis.UniversalClient
+// satisfy it; a test double can embed one of them and override what it
+// needs. The consumer never closes it.
+type RedisClient interface {
+	redis.Scripter
+	XGroupCreateMkStream(ctx context.Context, stream, group, start string) *redis.StatusCmd
+	XReadGroup(ctx context.Context, a *redis.XReadGroupArgs) *redis.XStreamSliceCmd
+	XAutoClaimWithDeleted(ctx context.Context, a *redis.XAutoClaimArgs) *redis.XAutoClaimWithDeletedCmd
+	XPendingExt(ctx context.Context, a *redis.XPendingExtArgs) *redis.XPendingExtCmd
+	XClaim(ctx context.Context, a *redis.XClaimArgs) *redis.XMessageSliceCmd
+	XAck(ctx context.Context, stream, group string, ids ...string) *redis.IntCmd
+	XAdd(ctx context.Context, a *redis.XAddArgs) *redis.StringCmd
+	Exists(ctx context.Context, keys ...string) *redis.IntCmd
+	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
+	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
+}
+
+// blockingReader runs the consumer's blocking XREADGROUP on a connection of
+// its own whose CLIENT ID it knows, so that shutdown can end the wait at once
+// with CLIENT UNBLOCK from another connection instead of waiting out the
+// BLOCK (go-redis does not interrupt a blocked read when its context is
+// cancelled). It works for *redis.Client and, through the stream's master,
+// *redis.ClusterClient. For other clients, or servers without CLIENT ID
+// (miniredis), it reads through the client itself and shutdown waits for the
+// read to time out: at most Config.Block.
+type blockingReader struct {
+	client RedisClient
+	stream string
+
+	conn  *redis.Conn   // nil: read through client
+	owner *redis.Client // the node conn belongs to, to send CLIENT UNBLOCK
+	id    int64
+	plain bool // CLIENT ID is not supported: always read through client
+}
+
+// read issues XREADGROUP. It (re)opens the dedicated connection as needed.
+func (b *blockingReader) read(ctx context.Context, a *redis.XReadGroupArgs) ([]redis.XStream, error) {
+	if b.conn == nil && !b.plain {
+		b.open(ctx)
+	}
+	if b.conn == nil {
+		return b.client.XReadGroup(ctx, a).Result()
+	}
+	res, err := b.conn.XReadGroup(ctx, a).Result()
+	if err != nil && !errors.Is(err, redis.Nil) && !isServerError(err) {
+		// The connection may be broken or, in a cluster, the slot may have
+		// moved: start afresh next time.
+		b.close()
+	}
+	return res, err
+}
+
+func (b *blockingReader) open(ctx context.Context) {
+	var node *redis.Client
+	switch c := b.client.(type) {
+	case *redis.Client:
+		node = c
+	case *redis.ClusterClient:
+		n, err := c.MasterForKey(ctx, b.stream)
+		if err != nil {
+			return // read through the cluster client this time
+		}
+		node = n
+	default:
+		b.plain = true
+		return
+	}
+	conn := node.Conn()
+	id, err := conn.ClientID(ctx).Result()
+	if err != nil {
+		_ = conn.Close()
+		if isServerError(err) { // e.g. miniredis: no CLIENT ID
+			b.plain = true
+		}
+		return
+	}
+	b.conn, b.owner, b.id = conn, node, id
+}
+
+// unblock ends a blocked read on the dedicated connection, if there is one.
+// It reports whether a blocked client was found. Safe to call from another
+// goroutine than read; the id is read under the caller's synchronisation.
+func unblock(ctx context.Context, owner *redis.Client, id int64) bool {
+	if owner == nil {
+		return false
+	}
+	n, err := owner.ClientUnblock(ctx, id).Result()
+	return err == nil && n == 1
+}
+
+func (b *blockingReader) close() {
+	if b.conn != nil {
+		_ = b.conn.Close()
+	}
+	b.conn, b.owner, b.id = nil, nil, 0
+}
+
+// isServerError reports whether err is an error reply from Redis (as opposed
+// to a network, timeout or client error).
+func isServerError(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	// go-redis also marks some client-side errors with RedisError; server
+	// replies have an upper-case code word first.
+	msg := re.Error()
+	return msg != "" && msg[0] >= 'A' && msg[0] <= 'Z'
+}
+
+// isFatal reports whether err is a refusal that retrying cannot fix: missing
+// ACL permission, failed authentication, a key of another type, or an
+// unknown command.
+func isFatal(err error) bool {
+	if !isServerError(err) {
+		return false
+	}
+	msg := err.Error()
+	for _, p := range []string{"NOPERM", "NOAUTH", "WRONGPASS", "WRONGTYPE"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return strings.HasPrefix(msg, "ERR unknown command")
+}
+
+// isNoGroup reports whether err says the group or the stream is gone (the
+// key was deleted, expired or flushed) or a blocked read was ended because
+// of that.
+func isNoGroup(err error) bool {
+	return redis.HasErrorPrefix(err, "NOGROUP") || redis.HasErrorPrefix(err, "UNBLOCKED")
+}

@@ -1,0 +1,316 @@
+package completion
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+)
+
+// Defaults applied by [NewConsumer] to zero [Config] fields, and by
+// [Publish] where it says so. The stream and group names match the Python
+// service the wire format comes from, so both can share a stream.
+const (
+	DefaultStream           = "chat:completions"
+	DefaultGroup            = "chat_consumers"
+	DefaultDeadLetterSuffix = ":dead"
+	DefaultMaxLen           = 10000
+	DefaultBlock            = 5 * time.Second
+	DefaultBatchSize        = 100
+	DefaultConcurrency      = 16
+	DefaultClaimMinIdle     = 60 * time.Second
+	DefaultClaimInterval    = 5 * time.Second
+	DefaultMaxDeliveries    = 5
+	DefaultRetryBackoff     = time.Second
+	DefaultMaxRetryBackoff  = 30 * time.Second
+	DefaultAckDelay         = time.Millisecond
+	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultMaxPayloadBytes  = 1 << 20
+	DefaultErrorBackoff     = 100 * time.Millisecond
+	DefaultMaxErrorBackoff  = 10 * time.Second
+	DefaultStaleConsumerAge = time.Hour
+)
+
+// NotFoundPolicy says what the consumer does with an entry whose task the
+// [TaskRegistry] does not know ([ErrTaskNotFound]).
+type NotFoundPolicy int
+
+const (
+	// NotFoundDeadLetter moves the entry to the dead-letter stream at once
+	// with reason "task_not_found". This is the default: nothing is lost,
+	// and nothing is retried that is unlikely to succeed.
+	NotFoundDeadLetter NotFoundPolicy = iota
+	// NotFoundRetry treats an unknown task as a transient failure: the entry
+	// is retried with backoff, and dead-lettered once it reaches
+	// Config.MaxDeliveries. Choose it when completions may arrive before the
+	// task is registered.
+	NotFoundRetry
+	// NotFoundDrop logs the entry and acknowledges it, as the Python
+	// consumer does. The completion is gone.
+	NotFoundDrop
+)
+
+// String returns the policy's name.
+func (p NotFoundPolicy) String() string {
+	switch p {
+	case NotFoundDeadLetter:
+		return "dead-letter"
+	case NotFoundRetry:
+		return "retry"
+	case NotFoundDrop:
+		return "drop"
+	}
+	return fmt.Sprintf("NotFoundPolicy(%d)", int(p))
+}
+
+// Config configures a [Consumer]. It is taken by value: later changes to the
+// caller's copy have no effect. A zero field means its default, given at the
+// end of each field's comment.
+type Config struct {
+	// Stream is the key of the Redis stream to read. Default DefaultStream.
+	Stream string
+
+	// Group is the consumer group. Every pod that should share the work uses
+	// the same group. Default DefaultGroup.
+	Group string
+
+	// Consumer is this consumer's name within the group. It must be unique
+	// among live consumers and stable for the consumer's lifetime; pending
+	// entries are owned by this name. Default: host name, process id and a
+	// random suffix, fixed when NewConsumer is called.
+	Consumer string
+
+	// DeadLetterStream receives entries that cannot be handled, with the
+	// reason. Default Stream + DefaultDeadLetterSuffix.
+	DeadLetterStream string
+
+	// DeadLetterMaxLen trims the dead-letter stream with MAXLEN ~ on every
+	// write. Zero means no trimming: dead letters are kept until someone
+	// deletes them. Default 0.
+	DeadLetterMaxLen int64
+
+	// Block is how long one XREADGROUP waits for new entries. It must be at
+	// least 1ms: go-redis turns shorter values into BLOCK 0, which waits
+	// forever. Cancelling Run's context interrupts the wait on a
+	// *redis.Client or *redis.ClusterClient. Default DefaultBlock.
+	Block time.Duration
+
+	// BatchSize is the COUNT of each XREADGROUP and XAUTOCLAIM and the most
+	// acknowledgements sent in one XACK. Default DefaultBatchSize.
+	BatchSize int
+
+	// Concurrency is the most handlers that run at once. Default
+	// DefaultConcurrency.
+	Concurrency int
+
+	// OrderByTask, when true, hands entries of the same task id to the
+	// handler one at a time in stream order, while different tasks still run
+	// in parallel. Redeliveries after a failure may still come out of order.
+	// Default false.
+	OrderByTask bool
+
+	// ClaimMinIdle is how long an entry must sit unacknowledged before
+	// another consumer may take it over with XAUTOCLAIM (the Python side
+	// uses 60 s). A consumer that holds an entry longer, because its handler
+	// is slow, renews its claim every LeaseInterval so that it is not taken
+	// away. Default DefaultClaimMinIdle.
+	ClaimMinIdle time.Duration
+
+	// ClaimInterval is how often the consumer looks for stale entries of
+	// other consumers with XAUTOCLAIM. Default DefaultClaimInterval.
+	ClaimInterval time.Duration
+
+	// LeaseInterval is how often the consumer renews its claim on entries it
+	// has held for at least that long. It must be shorter than ClaimMinIdle.
+	// Default ClaimMinIdle / 3.
+	LeaseInterval time.Duration
+
+	// MaxDeliveries is how many times an entry is delivered before it is
+	// dead-lettered with reason "max_deliveries". Default
+	// DefaultMaxDeliveries.
+	MaxDeliveries int
+
+	// RetryBackoff is the wait before an entry whose handler failed is
+	// delivered again; it doubles with every delivery up to MaxRetryBackoff.
+	// Default DefaultRetryBackoff.
+	RetryBackoff time.Duration
+
+	// MaxRetryBackoff caps RetryBackoff's growth. Default
+	// DefaultMaxRetryBackoff.
+	MaxRetryBackoff time.Duration
+
+	// NotFound says what happens to an entry whose task is unknown. Default
+	// NotFoundDeadLetter.
+	NotFound NotFoundPolicy
+
+	// MaxPayloadBytes is the largest "data" field the consumer decodes;
+	// larger entries are dead-lettered with reason "oversize". Default
+	// DefaultMaxPayloadBytes.
+	MaxPayloadBytes int
+
+	// AckDelay is the longest an acknowledgement waits to be sent together
+	// with others in one XACK. Default DefaultAckDelay.
+	AckDelay time.Duration
+
+	// ShutdownTimeout is how long Run waits, after its context is
+	// cancelled, for running handlers to finish. Then their context is
+	// cancelled. Default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+
+	// ErrorBackoff is the first wait after a Redis error; waits double, with
+	// jitter, up to MaxErrorBackoff while errors go on. Default
+	// DefaultErrorBackoff.
+	ErrorBackoff time.Duration
+
+	// MaxErrorBackoff caps ErrorBackoff's growth. Default
+	// DefaultMaxErrorBackoff.
+	MaxErrorBackoff time.Duration
+
+	// StaleConsumerAge is how long another consumer of the group must have
+	// been idle, holding no pending entries, before this consumer deletes it
+	// from the group. The check and the delete are one atomic step, so a
+	// consumer that holds entries is never deleted. Default
+	// DefaultStaleConsumerAge.
+	StaleConsumerAge time.Duration
+
+	// DedupTTL, when positive, turns on duplicate suppression: the consumer
+	// records each operation id it handled successfully for this long, and
+	// acknowledges a redelivered completion of a recorded operation without
+	// calling the handler again. Default 0 (off).
+	DedupTTL time.Duration
+
+	// DedupPrefix is the key prefix of duplicate-suppression records.
+	// Default Stream + ":done:".
+	DedupPrefix string
+
+	// Logger receives the consumer's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy of c with defaults filled in and checks it.
+func (c Config) withDefaults() (Config, error) {
+	bad := func(field string, v any, why string) (Config, error) {
+		return Config{}, fmt.Errorf("%w: %s is %v; %s", ErrInvalidConfig, field, v, why)
+	}
+	if c.Stream == "" {
+		c.Stream = DefaultStream
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.Consumer == "" {
+		c.Consumer = defaultConsumerName()
+	}
+	if c.DeadLetterStream == "" {
+		c.DeadLetterStream = c.Stream + DefaultDeadLetterSuffix
+	}
+	if c.DeadLetterStream == c.Stream {
+		return bad("DeadLetterStream", c.DeadLetterStream, "it must differ from Stream")
+	}
+	if c.DeadLetterMaxLen < 0 {
+		return bad("DeadLetterMaxLen", c.DeadLetterMaxLen, "it must be 0 (no trimming) or positive")
+	}
+	switch {
+	case c.Block == 0:
+		c.Block = DefaultBlock
+	case c.Block < time.Millisecond:
+		return bad("Block", c.Block, "it must be at least 1ms (go-redis sends shorter values as BLOCK 0, which waits forever)")
+	}
+	if err := defaultInt(&c.BatchSize, DefaultBatchSize, "BatchSize"); err != nil {
+		return Config{}, err
+	}
+	if err := defaultInt(&c.Concurrency, DefaultConcurrency, "Concurrency"); err != nil {
+		return Config{}, err
+	}
+	if err := defaultInt(&c.MaxDeliveries, DefaultMaxDeliveries, "MaxDeliveries"); err != nil {
+		return Config{}, err
+	}
+	if err := defaultInt(&c.MaxPayloadBytes, DefaultMaxPayloadBytes, "MaxPayloadBytes"); err != nil {
+		return Config{}, err
+	}
+	durations := []struct {
+		name string
+		p    *time.Duration
+		def  time.Duration
+	}{
+		{"ClaimMinIdle", &c.ClaimMinIdle, DefaultClaimMinIdle},
+		{"ClaimInterval", &c.ClaimInterval, DefaultClaimInterval},
+		{"RetryBackoff", &c.RetryBackoff, DefaultRetryBackoff},
+		{"MaxRetryBackoff", &c.MaxRetryBackoff, DefaultMaxRetryBackoff},
+		{"AckDelay", &c.AckDelay, DefaultAckDelay},
+		{"ShutdownTimeout", &c.ShutdownTimeout, DefaultShutdownTimeout},
+		{"ErrorBackoff", &c.ErrorBackoff, DefaultErrorBackoff},
+		{"MaxErrorBackoff", &c.MaxErrorBackoff, DefaultMaxErrorBackoff},
+		{"StaleConsumerAge", &c.StaleConsumerAge, DefaultStaleConsumerAge},
+	}
+	for _, d := range durations {
+		switch {
+		case *d.p == 0:
+			*d.p = d.def
+		case *d.p < 0:
+			return bad(d.name, *d.p, "it must be positive (zero means the default)")
+		}
+	}
+	if c.ClaimMinIdle < time.Millisecond {
+		return bad("ClaimMinIdle", c.ClaimMinIdle, "it must be at least 1ms")
+	}
+	switch {
+	case c.LeaseInterval == 0:
+		c.LeaseInterval = c.ClaimMinIdle / 3
+	case c.LeaseInterval < 0 || c.LeaseInterval >= c.ClaimMinIdle:
+		return bad("LeaseInterval", c.LeaseInterval, fmt.Sprintf("it must be positive and shorter than ClaimMinIdle (%v)", c.ClaimMinIdle))
+	}
+	if c.MaxRetryBackoff < c.RetryBackoff {
+		return bad("MaxRetryBackoff", c.MaxRetryBackoff, fmt.Sprintf("it must not be shorter than RetryBackoff (%v)", c.RetryBackoff))
+	}
+	if c.MaxErrorBackoff < c.ErrorBackoff {
+		return bad("MaxErrorBackoff", c.MaxErrorBackoff, fmt.Sprintf("it must not be shorter than ErrorBackoff (%v)", c.ErrorBackoff))
+	}
+	if c.NotFound < NotFoundDeadLetter || c.NotFound > NotFoundDrop {
+		return bad("NotFound", int(c.NotFound), "it must be NotFoundDeadLetter, NotFoundRetry or NotFoundDrop")
+	}
+	switch {
+	case c.DedupTTL < 0:
+		return bad("DedupTTL", c.DedupTTL, "it must be 0 (off) or positive")
+	case c.DedupTTL > 0 && c.DedupTTL < time.Millisecond:
+		return bad("DedupTTL", c.DedupTTL, "it must be at least 1ms")
+	}
+	if c.DedupPrefix == "" {
+		c.DedupPrefix = c.Stream + ":done:"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+func defaultInt(p *int, def int, name string) error {
+	switch {
+	case *p == 0:
+		*p = def
+	case *p < 0:
+		return fmt.Errorf("%w: %s is %d; it must be positive (zero means the default)", ErrInvalidConfig, name, *p)
+	}
+	return nil
+}
+
+// defaultConsumerName returns "host-pid-random": unique per process, and
+// readable in XINFO CONSUMERS.
+func defaultConsumerName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "consumer"
+	}
+	host = strings.Map(func(r rune) rune {
+		if r <= ' ' || r == 0x7f {
+			return -1
+		}
+		return r
+	}, host)
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}

@@ -1,0 +1,216 @@
+package completion
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// State is where a [Consumer] is in its life. Read it with [Consumer.State],
+// e.g. for a health check.
+type State int32
+
+const (
+	// StateIdle: Run has not been called, or has returned.
+	StateIdle State = iota
+	// StateStarting: Run is creating the group and reading the consumer's
+	// own pending entries.
+	StateStarting
+	// StateRunning: reading and handling entries.
+	StateRunning
+	// StateDegraded: Redis calls are failing; the consumer is backing off
+	// and will resume on its own. [Stats.LastError] says why.
+	StateDegraded
+	// StateStopping: Run's context was cancelled; in-flight handlers are
+	// finishing.
+	StateStopping
+)
+
+// String returns the state's name in lower case.
+func (s State) String() string {
+	switch s {
+	case StateIdle:
+		return "idle"
+	case StateStarting:
+		return "starting"
+	case StateRunning:
+		return "running"
+	case StateDegraded:
+		return "degraded"
+	case StateStopping:
+		return "stopping"
+	}
+	return fmt.Sprintf("State(%d)", int32(s))
+}
+
+// Stats are a [Consumer]'s counters since it was created. All counts are
+// cumulative over every Run, except InFlight.
+type Stats struct {
+	// Delivered counts entries handed to processing (decoded or not),
+	// redeliveries included.
+	Delivered int64
+	// Succeeded counts handler calls that returned nil.
+	Succeeded int64
+	// Failed counts handler calls that returned an error or panicked, and
+	// registry lookups that failed.
+	Failed int64
+	// Retried counts redeliveries scheduled after a failure.
+	Retried int64
+	// DeadLettered counts entries moved to the dead-letter stream.
+	DeadLettered int64
+	// Dropped counts entries acknowledged without handling under
+	// NotFoundDrop.
+	Dropped int64
+	// Duplicates counts redeliveries skipped by duplicate suppression.
+	Duplicates int64
+	// Reclaimed counts entries taken over from other consumers (or from
+	// this one's earlier life) with XAUTOCLAIM or a read of its own
+	// pending list.
+	Reclaimed int64
+	// DeletedWhilePending counts entries that were trimmed or deleted from
+	// the stream while pending; Redis drops them from the pending list and
+	// their content is gone.
+	DeletedWhilePending int64
+	// LeasesLost counts entries this consumer was handling that another
+	// consumer took over (its handler may then run twice).
+	LeasesLost int64
+	// RedisErrors counts failed Redis calls.
+	RedisErrors int64
+	// InFlight is the number of entries held right now: queued, being
+	// handled, or waiting for their acknowledgement.
+	InFlight int64
+	// LastError is the most recent Redis error, or empty.
+	LastError string
+	// LastErrorAt is when LastError happened.
+	LastErrorAt time.Time
+}
+
+type counters struct {
+	delivered, succeeded, failed, retried, deadLettered, dropped, duplicates,
+	reclaimed, deletedWhilePending, leasesLost, redisErrors, inFlight atomic.Int64
+
+	mu          sync.Mutex
+	lastError   string
+	lastErrorAt time.Time
+}
+
+// Consumer reads completions from a stream through a consumer group and
+// hands each to a [CompletionHandler]. Create one with [NewConsumer] and
+// call [Consumer.Run]. Its methods are safe for concurrent use.
+type Consumer struct {
+	client   RedisClient
+	registry TaskRegistry
+	handler  CompletionHandler
+	cfg      Config
+	log      *slog.Logger
+
+	running atomic.Bool
+	state   atomic.Int32
+	stats   counters
+}
+
+// NewConsumer returns a Consumer that reads cfg.Stream as cfg.Consumer in
+// cfg.Group, looks each completion's task up in registry and passes it to
+// handler. It returns an error wrapping [ErrInvalidConfig] that names the
+// field when cfg holds a value that cannot work, and an error when client,
+// registry or handler is nil. It does not contact Redis; Run does.
+//
+// The consumer never closes client.
+func NewConsumer(client RedisClient, registry TaskRegistry, handler CompletionHandler, cfg Config) (*Consumer, error) {
+	switch {
+	case client == nil:
+		return nil, errors.New("completion: NewConsumer: client is nil")
+	case registry == nil:
+		return nil, errors.New("completion: NewConsumer: registry is nil")
+	case handler == nil:
+		return nil, errors.New("completion: NewConsumer: handler is nil")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Consumer{
+		client:   client,
+		registry: registry,
+		handler:  handler,
+		cfg:      cfg,
+		log: cfg.Logger.With(
+			slog.String("stream", cfg.Stream),
+			slog.String("group", cfg.Group),
+			slog.String("consumer", cfg.Consumer)),
+	}, nil
+}
+
+// Config returns the consumer's configuration with defaults filled in.
+func (c *Consumer) Config() Config { return c.cfg }
+
+// State returns the consumer's current state.
+func (c *Consumer) State() State { return State(c.state.Load()) }
+
+// Stats returns a snapshot of the consumer's counters.
+func (c *Consumer) Stats() Stats {
+	s := &c.stats
+	s.mu.Lock()
+	lastErr, lastAt := s.lastError, s.lastErrorAt
+	s.mu.Unlock()
+	return Stats{
+		Delivered:           s.delivered.Load(),
+		Succeeded:           s.succeeded.Load(),
+		Failed:              s.failed.Load(),
+		Retried:             s.retried.Load(),
+		DeadLettered:        s.deadLettered.Load(),
+		Dropped:             s.dropped.Load(),
+		Duplicates:          s.duplicates.Load(),
+		Reclaimed:           s.reclaimed.Load(),
+		DeletedWhilePending: s.deletedWhilePending.Load(),
+		LeasesLost:          s.leasesLost.Load(),
+		RedisErrors:         s.redisErrors.Load(),
+		InFlight:            s.inFlight.Load(),
+		LastError:           lastErr,
+		LastErrorAt:         lastAt,
+	}
+}
+
+func (c *Consumer) setState(s State) { c.state.Store(int32(s)) }
+
+// Run consumes until ctx is cancelled or Redis refuses the consumer for good,
+// and blocks until then.
+//
+// It creates the group if needed (from the start of the stream), first
+// re-reads the entries still pending for this consumer, then reads new
+// entries and, every Config.ClaimInterval, takes over entries other
+// consumers left pending for longer than Config.ClaimMinIdle. Redis errors
+// are retried with capped, jittered backoff; a deleted stream or group is
+// recreated.
+//
+// When ctx is cancelled Run stops reading, gives handlers that are running
+// up to Config.ShutdownTimeout to finish, acknowledges those that
+// succeeded, and leaves everything else pending for a later delivery. It
+// returns nil once every goroutine it started has exited. It returns an
+// error wrapping [ErrShutdownTimeout] if handlers ignore the cancellation of
+// their context, [ErrRedisFatal] if Redis refuses a command for good (e.g. a
+// missing ACL permission), and [ErrRunning] if the consumer is already
+// running.
+func (c *Consumer) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer c.running.Store(false)
+	defer c.setState(StateIdle)
+	c.setState(StateStarting)
+	r := newRun(c)
+	return r.run(ctx)
+}
+
+// noteRedisError records a failed Redis call for Stats.
+func (c *Consumer) noteRedisError(err error) {
+	c.stats.redisErrors.Add(1)
+	c.stats.mu.Lock()
+	c.stats.lastError = err.Error()
+	c.stats.lastErrorAt = time.Now()
+	c.stats.mu.Unlock()
+}

@@ -1,0 +1,78 @@
+package completion
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// Completion is one completed operation, delivered to a [CompletionHandler]
+// together with the task it belongs to.
+type Completion struct {
+	// Task is what the TaskRegistry returned for the message; it has passed
+	// [Task.Validate].
+	Task Task
+	// Message is the decoded completion. Message.Result is read-only: it may
+	// share memory with the entry the consumer read.
+	Message Message
+	// EntryID is the stream entry id. It is stable across redeliveries and
+	// can serve as an idempotency key.
+	EntryID string
+	// Deliveries counts the deliveries of this entry, this one included: 1
+	// on the first, more on redeliveries after a failure or a crash.
+	Deliveries int64
+}
+
+// CompletionHandler receives completions.
+//
+// HandleCompletion is called once per delivery. A nil return acknowledges
+// the entry. An error asks for a retry: the entry stays pending and is
+// delivered again after Config.RetryBackoff (growing with each delivery),
+// until Config.MaxDeliveries is reached and it is dead-lettered. An error
+// made by [Permanent] dead-letters it at once. A panic is recovered and
+// counts as an error.
+//
+// Delivery is at least once: after a crash, a lost acknowledgement or a
+// failover the same completion can arrive again, possibly on another pod.
+// Handlers must tolerate that (use [Completion.EntryID] or the operation id
+// as an idempotency key, or enable Config.DedupTTL).
+//
+// HandleCompletion is called from up to Config.Concurrency goroutines at
+// once, and must honour ctx: it is cancelled when the consumer gives up
+// waiting at shutdown.
+type CompletionHandler interface {
+	HandleCompletion(ctx context.Context, c *Completion) error
+}
+
+// HandlerFunc adapts a function to a [CompletionHandler].
+type HandlerFunc func(ctx context.Context, c *Completion) error
+
+// HandleCompletion calls f(ctx, c).
+func (f HandlerFunc) HandleCompletion(ctx context.Context, c *Completion) error {
+	return f(ctx, c)
+}
+
+// HandlerFuncs is a [CompletionHandler] with one function for successful
+// operations and one for failed ones, as the Python service splits them.
+// A nil function acknowledges its completions without doing anything.
+type HandlerFuncs struct {
+	// Success receives the task and the operation's result (a JSON object,
+	// a JSON string, or nil for null).
+	Success func(ctx context.Context, task Task, result json.RawMessage) error
+	// Failure receives the task and the operation's error text.
+	Failure func(ctx context.Context, task Task, errText string) error
+}
+
+// HandleCompletion calls h.Success or h.Failure depending on
+// c.Message.Success.
+func (h HandlerFuncs) HandleCompletion(ctx context.Context, c *Completion) error {
+	if c.Message.Success {
+		if h.Success == nil {
+			return nil
+		}
+		return h.Success(ctx, c.Task, c.Message.Result)
+	}
+	if h.Failure == nil {
+		return nil
+	}
+	return h.Failure(ctx, c.Task, c.Message.Error)
+}

@@ -1,0 +1,205 @@
+package completion
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// backend is a Redis the behaviour suite runs against.
+type backend struct {
+	name string
+	real bool // a real redis-server (miniredis otherwise)
+	rdb  *redis.Client
+	mr   *miniredis.Miniredis // set for miniredis
+}
+
+// eachBackend runs f against miniredis and against a real redis-server
+// (REDIS_ADDR, or one the tests spawn; see TestMain).
+func eachBackend(t *testing.T, f func(t *testing.T, b backend)) {
+	t.Helper()
+	t.Run("miniredis", func(t *testing.T) {
+		mr := miniredis.RunT(t)
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		t.Cleanup(func() { _ = rdb.Close() })
+		f(t, backend{name: "miniredis", rdb: rdb, mr: mr})
+	})
+	t.Run("redis", func(t *testing.T) {
+		f(t, backend{name: "redis", real: true, rdb: realClient(t)})
+	})
+}
+
+// realClient returns a client to the real Redis the tests use.
+func realClient(t testing.TB) *redis.Client {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: sharedRedisAddr(t)})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// uniqueStream returns a stream key no other test uses, and deletes it (and
+// its dead-letter stream) when the test ends, so that a shared Redis is
+// left as it was.
+func uniqueStream(t testing.TB, rdb *redis.Client) string {
+	t.Helper()
+	name := strings.NewReplacer("/", ":", " ", "_").Replace(t.Name())
+	key := fmt.Sprintf("completion-test:{%s:%08x}", name, rand.Uint32())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		keys, _ := rdb.Keys(ctx, key+"*").Result()
+		if len(keys) > 0 {
+			_ = rdb.Del(ctx, keys...).Err()
+		}
+	})
+	return key
+}
+
+// quietLogger discards logs unless the test runs with -v and
+// COMPLETION_TEST_LOG is set.
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// testConfig is a Config with short timings for tests.
+func testConfig(stream string) Config {
+	return Config{
+		Stream:          stream,
+		Group:           "g",
+		Consumer:        "c1",
+		Block:           200 * time.Millisecond,
+		ClaimMinIdle:    300 * time.Millisecond,
+		ClaimInterval:   50 * time.Millisecond,
+		RetryBackoff:    20 * time.Millisecond,
+		MaxRetryBackoff: 100 * time.Millisecond,
+		ErrorBackoff:    10 * time.Millisecond,
+		MaxErrorBackoff: 100 * time.Millisecond,
+		ShutdownTimeout: 5 * time.Second,
+		Logger:          quietLogger(),
+	}
+}
+
+// recorder is a CompletionHandler that records what it is given and can be
+// told to fail.
+type recorder struct {
+	mu    sync.Mutex
+	got   []Completion
+	calls chan Completion
+	fn    func(c *Completion) error // optional behaviour
+}
+
+func newRecorder() *recorder { return &recorder{calls: make(chan Completion, 1000)} }
+
+func (h *recorder) HandleCompletion(ctx context.Context, c *Completion) error {
+	cp := *c
+	cp.Message.Result = append(json.RawMessage(nil), c.Message.Result...)
+	h.mu.Lock()
+	h.got = append(h.got, cp)
+	h.mu.Unlock()
+	defer func() { h.calls <- cp }() // also when fn panics
+	if h.fn != nil {
+		return h.fn(c)
+	}
+	return nil
+}
+
+func (h *recorder) all() []Completion {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Completion(nil), h.got...)
+}
+
+// next waits for the next handler call.
+func (h *recorder) next(t testing.TB) Completion {
+	t.Helper()
+	select {
+	case c := <-h.calls:
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for a handler call")
+		return Completion{}
+	}
+}
+
+// registryWith returns a MemoryRegistry holding valid tasks t-1 .. t-n with
+// operations op-1 .. op-n.
+func registryWith(n int) *MemoryRegistry {
+	reg := &MemoryRegistry{}
+	for i := 1; i <= n; i++ {
+		reg.Register(Task{
+			TaskID: fmt.Sprintf("t-%d", i), SessionID: "s", ToolCallID: "tc",
+			OperationID: fmt.Sprintf("op-%d", i), Status: "running",
+		})
+	}
+	return reg
+}
+
+// startConsumer runs a consumer in the background and returns a function
+// that stops it and returns Run's error.
+func startConsumer(t testing.TB, c *Consumer) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(30 * time.Second):
+				t.Error("Run did not return within 30s of cancellation")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+func newTestConsumer(t testing.TB, rdb RedisClient, reg TaskRegistry, h CompletionHandler, cfg Config) *Consumer {
+	t.Helper()
+	c, err := NewConsumer(rdb, reg, h, cfg)
+	require.NoError(t, err)
+	return c
+}
+
+func publish(t testing.TB, rdb *redis.Client, stream string, m Message) string {
+	t.Helper()
+	id, err := Publish(context.Background(), rdb, stream, m)
+	require.NoError(t, err)
+	return id
+}
+
+// pendingCount returns the group's pending entry count.
+func pendingCount(t testing.TB, rdb *redis.Client, stream, group string) int64 {
+	t.Helper()
+	p, err := rdb.XPending(context.Background(), stream, group).Result()
+	require.NoError(t, err)
+	return p.Count
+}
+
+// deadLetters returns the entries of the dead-letter stream.
+func deadLetters(t testing.TB, rdb *redis.Client, stream string) []redis.XMessage {
+	t.Helper()
+	msgs, err := rdb.XRange(context.Background(), stream+DefaultDeadLetterSuffix, "-", "+").Result()
+	require.NoError(t, err)
+	return msgs
+}
+
+func eventually(t testing.TB, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	require.Eventually(t, cond, 15*time.Second, 10*time.Millisecond, append([]any{msg}, args...)...)
+}

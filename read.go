@@ -1,0 +1,229 @@
+package completion
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// createGroup creates the consumer group, and the stream with it, reading
+// from the stream's first entry. BUSYGROUP (it exists) is success. Transient
+// errors are retried until the run stops.
+func (r *run) createGroup() error {
+	bo := backoff{base: r.cfg.ErrorBackoff, max: r.cfg.MaxErrorBackoff}
+	for {
+		err := r.c.client.XGroupCreateMkStream(r.ioCtx, r.cfg.Stream, r.cfg.Group, "0").Err()
+		switch {
+		case err == nil:
+			r.log.Info("created consumer group")
+			return nil
+		case redis.HasErrorPrefix(err, "BUSYGROUP"):
+			return nil
+		case isFatal(err):
+			return fmt.Errorf("%w: XGROUP CREATE %s %s: %w", ErrRedisFatal, r.cfg.Stream, r.cfg.Group, err)
+		}
+		r.c.setState(StateDegraded)
+		r.redisError("xgroup-create", err)
+		if !sleep(r.stop, bo.next()) {
+			return errors.New("stopped")
+		}
+	}
+}
+
+// readLoop reads until the run stops: first the entries still pending for
+// this consumer (a previous life of it may have crashed holding them, or a
+// client-side timeout may have left a delivered entry behind), then new
+// ones. After any read error it reads its own pending list again, which
+// recovers entries a timed-out read delivered without the client seeing
+// them.
+func (r *run) readLoop() {
+	bo := backoff{base: r.cfg.ErrorBackoff, max: r.cfg.MaxErrorBackoff}
+	args := redis.XReadGroupArgs{
+		Group:    r.cfg.Group,
+		Consumer: r.cfg.Consumer,
+		Streams:  []string{r.cfg.Stream, "0"},
+		Count:    int64(r.cfg.BatchSize),
+		Block:    r.cfg.Block,
+	}
+	ownPending, cursor := true, "0" // start with the own pending list
+	for !r.stopped() {
+		if ownPending {
+			args.Streams[1] = cursor
+			args.Block = -1 // no BLOCK: a history read returns at once
+		} else {
+			args.Streams[1] = ">"
+			args.Block = r.cfg.Block
+		}
+		streams, err := r.read(&args)
+		if err != nil {
+			if errors.Is(err, redis.Nil) { // BLOCK timed out, or unblocked
+				continue
+			}
+			if r.stopped() {
+				return
+			}
+			if isFatal(err) {
+				r.fail(fmt.Errorf("%w: XREADGROUP %s %s: %w", ErrRedisFatal, r.cfg.Stream, r.cfg.Group, err))
+				return
+			}
+			if isNoGroup(err) {
+				r.log.Warn("stream or group is gone (deleted, expired or flushed); recreating the group from the first entry", slog.Any("err", err))
+				if r.createGroup() != nil {
+					return
+				}
+				continue
+			}
+			r.c.setState(StateDegraded)
+			r.redisError("xreadgroup", err)
+			ownPending, cursor = true, "0"
+			if !sleep(r.stop, bo.next()) {
+				return
+			}
+			continue
+		}
+		if bo.n > 0 {
+			bo.reset()
+			r.c.setState(StateRunning)
+			r.log.Info("redis is answering again; resuming")
+		}
+		var msgs []redis.XMessage
+		if len(streams) > 0 {
+			msgs = streams[0].Messages
+		}
+		if ownPending {
+			if len(msgs) == 0 {
+				ownPending = false
+				continue
+			}
+			r.handOwnPending(msgs)
+			cursor = msgs[len(msgs)-1].ID
+			if len(msgs) < r.cfg.BatchSize {
+				ownPending = false
+			}
+			continue
+		}
+		for i := range msgs {
+			d := r.newDelivery(&msgs[i], 1)
+			if !r.dispatch(d, false) && r.stopped() {
+				return
+			}
+		}
+	}
+}
+
+// read issues the XREADGROUP, history reads through the client, blocking
+// ones through the interruptible reader.
+func (r *run) read(args *redis.XReadGroupArgs) ([]redis.XStream, error) {
+	if args.Streams[1] != ">" {
+		return r.c.client.XReadGroup(r.ioCtx, args).Result()
+	}
+	r.readerMu.Lock()
+	if r.reader.conn == nil && !r.reader.plain {
+		r.reader.open(r.ioCtx)
+	}
+	r.readerMu.Unlock()
+	if r.stopped() {
+		return nil, redis.Nil
+	}
+	streams, err := r.reader.read(r.ioCtx, args)
+	if r.reader.conn == nil {
+		r.readerMu.Lock()
+		r.reader.owner, r.reader.id = nil, 0
+		r.readerMu.Unlock()
+	}
+	return streams, err
+}
+
+// handOwnPending dispatches entries re-read from this consumer's pending
+// list. Their delivery counts come from XPENDING; entries deleted from the
+// stream while pending come back without fields and are acknowledged.
+func (r *run) handOwnPending(msgs []redis.XMessage) {
+	live := msgs[:0:0]
+	var gone []string
+	for _, m := range msgs {
+		if m.Values == nil {
+			gone = append(gone, m.ID)
+			continue
+		}
+		live = append(live, m)
+	}
+	if len(gone) > 0 {
+		r.reportDeleted(gone)
+		if err := r.c.client.XAck(r.ioCtx, r.cfg.Stream, r.cfg.Group, gone...).Err(); err != nil {
+			r.redisError("xack", err)
+		}
+	}
+	counts := r.deliveryCounts(live)
+	for i := range live {
+		d := r.newDelivery(&live[i], counts[i])
+		if r.dispatch(d, false) {
+			r.c.stats.reclaimed.Add(1)
+		}
+	}
+}
+
+// deliveryCounts asks XPENDING for the delivery count of each entry, in one
+// pipelined round trip. Where it cannot tell, it assumes 1 more than the
+// first delivery.
+func (r *run) deliveryCounts(msgs []redis.XMessage) []int64 {
+	counts := make([]int64, len(msgs))
+	for i := range counts {
+		counts[i] = 2
+	}
+	if len(msgs) == 0 {
+		return counts
+	}
+	cmds := make([]*redis.XPendingExtCmd, len(msgs))
+	_, err := r.c.client.Pipelined(r.ioCtx, func(p redis.Pipeliner) error {
+		for i, m := range msgs {
+			cmds[i] = p.XPendingExt(r.ioCtx, &redis.XPendingExtArgs{
+				Stream: r.cfg.Stream, Group: r.cfg.Group, Start: m.ID, End: m.ID, Count: 1,
+			})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		r.redisError("xpending", err)
+	}
+	for i, cmd := range cmds {
+		if p, err := cmd.Result(); err == nil && len(p) == 1 && p[0].RetryCount > 0 {
+			counts[i] = p[0].RetryCount
+		}
+	}
+	return counts
+}
+
+// reportDeleted logs and counts entries that were trimmed or deleted while
+// pending.
+func (r *run) reportDeleted(ids []string) {
+	r.c.stats.deletedWhilePending.Add(int64(len(ids)))
+	r.log.Warn("entries were deleted from the stream while pending (trimmed by MAXLEN or XDEL); their completions are lost: size MAXLEN for the slowest group",
+		slog.Int("count", len(ids)), slog.String("first_id", ids[0]))
+}
+
+// newDelivery decodes an entry into a delivery. Decoding failures are kept
+// on the delivery; the worker dead-letters it.
+func (r *run) newDelivery(m *redis.XMessage, count int64) *delivery {
+	d := &delivery{id: m.ID, values: m.Values, count: count, touched: now(), retryIdx: -1}
+	raw, ok := m.Values[DataField]
+	if !ok {
+		d.badMsg, d.reason = fmt.Errorf("%w: the entry has no %q field", ErrMalformed, DataField), ReasonMalformed
+		return d
+	}
+	s, ok := raw.(string)
+	if !ok {
+		d.badMsg, d.reason = fmt.Errorf("%w: field %q is not a string", ErrMalformed, DataField), ReasonMalformed
+		return d
+	}
+	if len(s) > r.cfg.MaxPayloadBytes {
+		d.badMsg, d.reason = fmt.Errorf("%w: field %q holds %s bytes, over MaxPayloadBytes (%d)", ErrMalformed, DataField, strconv.Itoa(len(s)), r.cfg.MaxPayloadBytes), ReasonOversize
+		return d
+	}
+	if err := decodeMessage(stringBytes(s), &d.msg); err != nil {
+		d.badMsg, d.reason = err, ReasonMalformed
+	}
+	return d
+}

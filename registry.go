@@ -1,0 +1,118 @@
+package completion
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Task is the unit of work a completion belongs to, as a [TaskRegistry]
+// knows it. The field set follows the Python service's task metadata.
+type Task struct {
+	TaskID      string
+	SessionID   string
+	UserID      string
+	ToolCallID  string
+	ToolName    string
+	OperationID string
+	// Status is the registry's status text, e.g. "running", "completed" or
+	// "failed". The consumer does not interpret it.
+	Status    string
+	CreatedAt time.Time
+}
+
+// Validate reports whether t can be handed to a handler: TaskID, SessionID
+// and ToolCallID must be set, as the Python consumer requires. The error
+// wraps [ErrInvalidTask] and names the empty fields.
+func (t Task) Validate() error {
+	var missing []string
+	if t.TaskID == "" {
+		missing = append(missing, "TaskID")
+	}
+	if t.SessionID == "" {
+		missing = append(missing, "SessionID")
+	}
+	if t.ToolCallID == "" {
+		missing = append(missing, "ToolCallID")
+	}
+	if missing != nil {
+		return fmt.Errorf("%w: empty %v", ErrInvalidTask, missing)
+	}
+	return nil
+}
+
+// TaskRegistry finds the task a completion belongs to.
+//
+// LookupTask looks the task up by operation id first and, when that is not
+// known, by task id, as the Python consumer does. It returns an error
+// wrapping [ErrTaskNotFound] when neither is known; any other error (Redis
+// down, a timeout) is taken as transient and the entry is retried.
+//
+// Implementations must be safe for concurrent use: the consumer calls
+// LookupTask from Config.Concurrency goroutines.
+type TaskRegistry interface {
+	LookupTask(ctx context.Context, operationID, taskID string) (Task, error)
+}
+
+// TaskRegistryFunc adapts a function to a [TaskRegistry].
+type TaskRegistryFunc func(ctx context.Context, operationID, taskID string) (Task, error)
+
+// LookupTask calls f(ctx, operationID, taskID).
+func (f TaskRegistryFunc) LookupTask(ctx context.Context, operationID, taskID string) (Task, error) {
+	return f(ctx, operationID, taskID)
+}
+
+// MemoryRegistry is an in-memory [TaskRegistry] for tests, examples and
+// single-process programs. The zero value is ready to use, and it is safe for
+// concurrent use.
+type MemoryRegistry struct {
+	mu     sync.RWMutex
+	byTask map[string]Task
+	byOp   map[string]string // operation id -> task id
+}
+
+// Register adds or replaces t, indexed by its TaskID and, when set, its
+// OperationID.
+func (r *MemoryRegistry) Register(t Task) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byTask == nil {
+		r.byTask = make(map[string]Task)
+		r.byOp = make(map[string]string)
+	}
+	r.byTask[t.TaskID] = t
+	if t.OperationID != "" {
+		r.byOp[t.OperationID] = t.TaskID
+	}
+}
+
+// Remove deletes the task with the given id and its operation index.
+func (r *MemoryRegistry) Remove(taskID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.byTask[taskID]
+	if !ok {
+		return
+	}
+	delete(r.byTask, taskID)
+	if t.OperationID != "" && r.byOp[t.OperationID] == taskID {
+		delete(r.byOp, t.OperationID)
+	}
+}
+
+// LookupTask implements [TaskRegistry]: by operation id first, then by task
+// id.
+func (r *MemoryRegistry) LookupTask(_ context.Context, operationID, taskID string) (Task, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if id, ok := r.byOp[operationID]; ok {
+		if t, ok := r.byTask[id]; ok {
+			return t, nil
+		}
+	}
+	if t, ok := r.byTask[taskID]; ok {
+		return t, nil
+	}
+	return Task{}, fmt.Errorf("%w: operation %q, task %q", ErrTaskNotFound, operationID, taskID)
+}

@@ -1,0 +1,133 @@
+package completion
+
+import (
+	"container/heap"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// retryQueue is a min-heap of deliveries by retryAt. Guarded by run.mu.
+type retryQueue []*delivery
+
+func (q retryQueue) Len() int           { return len(q) }
+func (q retryQueue) Less(i, j int) bool { return q[i].retryAt.Before(q[j].retryAt) }
+func (q retryQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].retryIdx, q[j].retryIdx = i, j
+}
+func (q *retryQueue) Push(x any) {
+	d := x.(*delivery)
+	d.retryIdx = len(*q)
+	*q = append(*q, d)
+}
+func (q *retryQueue) Pop() any {
+	old := *q
+	d := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	d.retryIdx = -1
+	return d
+}
+
+func (q *retryQueue) remove(d *delivery) {
+	if d.retryIdx >= 0 && d.retryIdx < len(*q) && (*q)[d.retryIdx] == d {
+		heap.Remove(q, d.retryIdx)
+	}
+	d.retryIdx = -1
+}
+
+// maxScheduledRetries bounds the retries one run keeps timers for. Beyond it
+// a failed entry is simply left pending, and XAUTOCLAIM delivers it again
+// after ClaimMinIdle.
+const maxScheduledRetries = 10000
+
+// scheduleRetry keeps d pending and delivers it again after delay, with
+// XCLAIM, which also counts the delivery in Redis. While it waits, d holds
+// no worker, so failing entries never crowd out healthy ones.
+func (r *run) scheduleRetry(d *delivery, delay time.Duration) {
+	r.mu.Lock()
+	if len(r.retries) >= maxScheduledRetries {
+		delete(r.tracked, d.id)
+		r.c.stats.inFlight.Store(int64(len(r.tracked)))
+		r.mu.Unlock()
+		return
+	}
+	d.retryAt = now().Add(delay)
+	heap.Push(&r.retries, d)
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// retryLoop delivers scheduled retries when they are due, until the run
+// stops. Retries still waiting then stay pending in Redis.
+func (r *run) retryLoop() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		r.mu.Lock()
+		var due []*delivery
+		t := now()
+		for len(r.retries) > 0 && !r.retries[0].retryAt.After(t) {
+			due = append(due, heap.Pop(&r.retries).(*delivery))
+		}
+		next := time.Hour
+		if len(r.retries) > 0 {
+			next = r.retries[0].retryAt.Sub(t)
+		}
+		r.mu.Unlock()
+		for _, d := range due {
+			r.redeliver(d)
+		}
+		timer.Reset(next)
+		select {
+		case <-r.stop:
+			return
+		case <-r.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// redeliver claims d back from Redis and hands it to a worker. XCLAIM's
+// MIN-IDLE makes sure no other consumer claimed the entry since this one
+// last touched it: if someone did, it is theirs now.
+func (r *run) redeliver(d *delivery) {
+	minIdle := now().Sub(d.touched) - 5*time.Millisecond
+	if minIdle < 0 {
+		minIdle = 0
+	}
+	msgs, err := r.c.client.XClaim(r.ioCtx, &redis.XClaimArgs{
+		Stream: r.cfg.Stream, Group: r.cfg.Group, Consumer: r.cfg.Consumer,
+		MinIdle: minIdle, Messages: []string{d.id},
+	}).Result()
+	if err != nil {
+		// Leave it pending: XAUTOCLAIM picks it up after ClaimMinIdle.
+		r.redisError("xclaim", err, slog.String("id", d.id))
+		r.forget(d.id)
+		return
+	}
+	if len(msgs) == 0 || msgs[0].Values == nil {
+		r.forget(d.id)
+		if len(msgs) == 1 {
+			r.reportDeleted([]string{d.id})
+		} else {
+			r.log.Info("entry due for retry is no longer ours (claimed by another consumer, handled, or trimmed)", slog.String("id", d.id))
+		}
+		return
+	}
+	d.values = msgs[0].Values
+	d.count++
+	d.touched = now()
+	d.retryIdx = -1
+	r.c.stats.delivered.Add(1)
+	select {
+	case r.queueFor(d) <- d:
+	case <-r.stop:
+		r.forget(d.id)
+	}
+}

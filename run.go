@@ -1,0 +1,339 @@
+package completion
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// run is the state of one call of Consumer.Run. The goroutines it starts:
+//
+//   - the reader (read.go), in Run's own goroutine: XREADGROUP, hands
+//     entries to the workers;
+//   - Concurrency workers (process.go): decode, look up, handle, then ack,
+//     schedule a retry, or dead-letter;
+//   - the acker (ack.go): batches acknowledgements into multi-id XACKs;
+//   - the reclaimer (reclaim.go): XAUTOCLAIM of stale entries, the retry
+//     timer, and removal of departed consumers;
+//   - the leaser (lease.go): renews this consumer's claim on entries it
+//     has held for a while, so that no one else takes them over.
+type run struct {
+	c   *Consumer
+	cfg *Config
+	log *slog.Logger
+
+	stop     chan struct{} // closed when Run's context is done: stop reading
+	stopOnce sync.Once
+	fatalErr error // set before stop is closed by fail
+
+	// ioCtx is for Redis calls that must finish during the drain (acks,
+	// dead letters); it is cancelled when Run returns.
+	ioCtx    context.Context
+	ioCancel context.CancelFunc
+	// handlerCtx is handed to handlers; cancelled when ShutdownTimeout runs
+	// out.
+	handlerCtx    context.Context
+	handlerCancel context.CancelFunc
+
+	queues  []chan *delivery
+	seed    maphash.Seed
+	workers sync.WaitGroup
+
+	acks      chan string
+	ackerDone chan struct{}
+
+	mu      sync.Mutex
+	tracked map[string]*delivery // every entry this run holds, by id
+	retries retryQueue           // guarded by mu
+	wake    chan struct{}        // nudges the retry timer
+
+	reader   blockingReader
+	readerMu sync.Mutex // guards reader.owner/id for unblock
+
+	logMu   sync.Mutex
+	lastLog map[string]time.Time
+}
+
+// delivery is one entry this consumer holds.
+type delivery struct {
+	id     string
+	values map[string]any
+	count  int64 // delivery count, this delivery included
+
+	msg    Message
+	badMsg error // decode failure; the entry will be dead-lettered
+	reason string
+
+	touched  time.Time // when Redis last reset the entry's idle time
+	running  bool      // a worker has it; leases renew it
+	retryAt  time.Time
+	retryIdx int // index in the retry queue, -1 when not queued
+}
+
+func newRun(c *Consumer) *run {
+	r := &run{
+		c:         c,
+		cfg:       &c.cfg,
+		log:       c.log,
+		stop:      make(chan struct{}),
+		seed:      maphash.MakeSeed(),
+		acks:      make(chan string, c.cfg.BatchSize),
+		ackerDone: make(chan struct{}),
+		tracked:   make(map[string]*delivery),
+		wake:      make(chan struct{}, 1),
+	}
+	r.reader = blockingReader{client: c.client, stream: c.cfg.Stream}
+	if c.cfg.OrderByTask {
+		per := max(1, c.cfg.BatchSize/c.cfg.Concurrency)
+		r.queues = make([]chan *delivery, c.cfg.Concurrency)
+		for i := range r.queues {
+			r.queues[i] = make(chan *delivery, per)
+		}
+	} else {
+		r.queues = []chan *delivery{make(chan *delivery, c.cfg.Concurrency)}
+	}
+	return r
+}
+
+func (r *run) stopped() bool {
+	select {
+	case <-r.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// fail stops the run with a fatal error.
+func (r *run) fail(err error) {
+	r.stopOnce.Do(func() {
+		r.fatalErr = err
+		close(r.stop)
+	})
+}
+
+func (r *run) run(ctx context.Context) error {
+	base := context.WithoutCancel(ctx)
+	r.ioCtx, r.ioCancel = context.WithCancel(base)
+	defer r.ioCancel()
+	r.handlerCtx, r.handlerCancel = context.WithCancel(base)
+	defer r.handlerCancel()
+
+	// Stop on cancellation, and end a blocked read at once.
+	watchDone := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		select {
+		case <-ctx.Done():
+			r.stopOnce.Do(func() { close(r.stop) })
+		case <-r.stop:
+		}
+		r.interruptReader(readerDone)
+	}()
+
+	if err := r.createGroup(); err != nil {
+		close(readerDone)
+		<-watchDone
+		r.reader.close()
+		if errors.Is(err, ErrRedisFatal) {
+			return err
+		}
+		return nil // stopped before the group could be created
+	}
+
+	// Workers.
+	for i := 0; i < r.cfg.Concurrency; i++ {
+		q := r.queues[0]
+		if r.cfg.OrderByTask {
+			q = r.queues[i]
+		}
+		r.workers.Add(1)
+		go r.worker(q)
+	}
+	var bg sync.WaitGroup
+	bg.Add(1)
+	go func() { defer bg.Done(); r.acker() }()
+	leaseStop := make(chan struct{})
+	bg.Add(1)
+	go func() { defer bg.Done(); r.leaser(leaseStop) }()
+	var loops sync.WaitGroup
+	loops.Add(2)
+	go func() { defer loops.Done(); r.reclaimer() }()
+	go func() { defer loops.Done(); r.retryLoop() }()
+
+	r.c.setState(StateRunning)
+	r.readLoop()
+	close(readerDone)
+	<-watchDone
+	r.readerMu.Lock()
+	r.reader.close()
+	r.readerMu.Unlock()
+	loops.Wait()
+
+	// Drain: queued entries are left pending; running handlers get
+	// ShutdownTimeout to finish.
+	r.c.setState(StateStopping)
+	var err error
+	if !r.waitWorkers(r.cfg.ShutdownTimeout) {
+		r.handlerCancel()
+		if !r.waitWorkers(handlerGrace) {
+			err = fmt.Errorf("%w: %d handler(s) still running %v after the shutdown began",
+				ErrShutdownTimeout, r.c.stats.inFlight.Load(), r.cfg.ShutdownTimeout+handlerGrace)
+			r.log.Error("shutdown timed out: handlers ignore the cancellation of their context; their entries stay pending")
+		}
+	}
+	close(leaseStop)
+	close(r.ackerDone) // the acker flushes what it has, then returns
+	bg.Wait()
+	r.forgetAll()
+	if err == nil && r.fatalErr == nil {
+		r.removeSelf()
+	}
+	if r.fatalErr != nil {
+		return r.fatalErr
+	}
+	return err
+}
+
+// handlerGrace is how long Run still waits for handlers after cancelling
+// their context at the end of ShutdownTimeout.
+const handlerGrace = 2 * time.Second
+
+func (r *run) waitWorkers(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { r.workers.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// interruptReader ends a blocked XREADGROUP with CLIENT UNBLOCK, repeating
+// until the reader has returned (the read may not have been sent yet when
+// the first UNBLOCK goes out).
+func (r *run) interruptReader(readerDone <-chan struct{}) {
+	ctx, cancel := context.WithTimeout(r.ioCtx, r.cfg.Block+time.Second)
+	defer cancel()
+	for {
+		r.readerMu.Lock()
+		owner, id := r.reader.owner, r.reader.id
+		r.readerMu.Unlock()
+		unblock(ctx, owner, id)
+		select {
+		case <-readerDone:
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// track registers d as held by this run. It reports false when the entry is
+// already held (a reclaim or re-read of an entry still being worked on). An
+// entry waiting for its retry is delivered now instead when preempt is set
+// (another consumer's XAUTOCLAIM would have taken it anyway).
+func (r *run) track(d *delivery, preempt bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.tracked[d.id]; ok {
+		if old.retryIdx < 0 || !preempt {
+			return false
+		}
+		// It was waiting for a retry: deliver it now instead.
+		r.retries.remove(old)
+	}
+	d.retryIdx = -1
+	r.tracked[d.id] = d
+	r.c.stats.inFlight.Store(int64(len(r.tracked)))
+	return true
+}
+
+// forget drops ids from the held set.
+func (r *run) forget(ids ...string) {
+	r.mu.Lock()
+	for _, id := range ids {
+		if d, ok := r.tracked[id]; ok {
+			if d.retryIdx >= 0 {
+				r.retries.remove(d)
+			}
+			delete(r.tracked, id)
+		}
+	}
+	r.c.stats.inFlight.Store(int64(len(r.tracked)))
+	r.mu.Unlock()
+}
+
+func (r *run) forgetAll() {
+	r.mu.Lock()
+	clear(r.tracked)
+	r.retries = r.retries[:0]
+	r.c.stats.inFlight.Store(0)
+	r.mu.Unlock()
+}
+
+// dispatch hands d to a worker (preempt: see track). It blocks while the workers are busy, and
+// returns false, leaving the entry pending, when the run stops first or the
+// entry is already held.
+func (r *run) dispatch(d *delivery, preempt bool) bool {
+	if !r.track(d, preempt) {
+		return false
+	}
+	r.c.stats.delivered.Add(1)
+	select {
+	case r.queueFor(d) <- d:
+		return true
+	case <-r.stop:
+		r.forget(d.id)
+		return false
+	}
+}
+
+// queueFor picks d's worker queue: the shared one, or under OrderByTask the
+// one its task id hashes to.
+func (r *run) queueFor(d *delivery) chan *delivery {
+	if len(r.queues) == 1 {
+		return r.queues[0]
+	}
+	key := d.msg.TaskID
+	if d.badMsg != nil {
+		key = d.id
+	}
+	return r.queues[maphash.String(r.seed, key)%uint64(len(r.queues))]
+}
+
+// redisError records err and logs it, at most once per errorLogEvery per
+// call site key, so that an outage does not flood the log.
+func (r *run) redisError(op string, err error, attrs ...any) {
+	r.c.noteRedisError(err)
+	if !r.allowLog(op) {
+		return
+	}
+	r.log.Warn("redis call failed; will retry", append([]any{slog.String("op", op), slog.Any("err", err)}, attrs...)...)
+}
+
+// errorLogEvery is the most often one kind of Redis error is logged.
+const errorLogEvery = 10 * time.Second
+
+func (r *run) allowLog(key string) bool {
+	r.logMu.Lock()
+	defer r.logMu.Unlock()
+	if r.lastLog == nil {
+		r.lastLog = make(map[string]time.Time)
+	}
+	now := time.Now()
+	if last, ok := r.lastLog[key]; ok && now.Sub(last) < errorLogEvery {
+		return false
+	}
+	r.lastLog[key] = now
+	return true
+}
