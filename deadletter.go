@@ -36,14 +36,14 @@ const (
 // which are copied unchanged (an original field whose name starts with
 // "dl_" is renamed with the prefix "orig_").
 const (
-	DeadLetterReasonField     = "dl_reason"      // one of the Reason constants
-	DeadLetterErrorField      = "dl_error"       // the error text, at most 1 KiB
-	DeadLetterDeliveriesField = "dl_deliveries"  // delivery count, decimal
-	DeadLetterConsumerField   = "dl_consumer"    // the consumer that moved it
-	DeadLetterGroupField      = "dl_group"       // the consumer group
-	DeadLetterStreamField     = "dl_stream"      // the source stream
-	DeadLetterIDField         = "dl_source_id"   // the entry id in the source stream
-	DeadLetterTimeField       = "dl_time"        // RFC 3339 time, UTC, milliseconds
+	DeadLetterReasonField     = "dl_reason"     // one of the Reason constants
+	DeadLetterErrorField      = "dl_error"      // the error text, at most 1 KiB
+	DeadLetterDeliveriesField = "dl_deliveries" // delivery count, decimal
+	DeadLetterConsumerField   = "dl_consumer"   // the consumer that moved it
+	DeadLetterGroupField      = "dl_group"      // the consumer group
+	DeadLetterStreamField     = "dl_stream"     // the source stream
+	DeadLetterIDField         = "dl_source_id"  // the entry id in the source stream
+	DeadLetterTimeField       = "dl_time"       // RFC 3339 time, UTC, milliseconds
 	deadLetterFieldPrefix     = "dl_"
 	maxDeadLetterErrorBytes   = 1024
 )

@@ -11,7 +11,6 @@ var (
 	// holds a value the consumer cannot work with. The error names the field.
 	ErrInvalidConfig = errors.New("completion: invalid config")
 
-
 	// ErrTaskNotFound is returned by a [TaskRegistry] when neither the
 	// operation id nor the task id is known. It is not a failure of the
 	// registry: the consumer applies [Config.NotFound] to such entries.
