@@ -11,7 +11,8 @@ import (
 // they are delivered again. When ackerDone is closed it sends what it
 // holds, with a bounded wait, and returns.
 func (r *run) acker() {
-	batch := make([]string, 0, r.cfg.BatchSize)
+	batch := make([]*delivery, 0, r.cfg.BatchSize)
+	ids := make([]string, 0, r.cfg.BatchSize)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	bo := backoff{base: r.cfg.ErrorBackoff, max: r.cfg.MaxErrorBackoff}
@@ -23,7 +24,11 @@ func (r *run) acker() {
 			if final {
 				ctx, cancel = context.WithTimeout(r.ioCtx, finalAckTimeout)
 			}
-			err := r.c.client.XAck(ctx, r.cfg.Stream, r.cfg.Group, batch...).Err()
+			ids = r.currentIDs(ids[:0], batch)
+			var err error
+			if len(ids) > 0 {
+				err = r.c.client.XAck(ctx, r.cfg.Stream, r.cfg.Group, ids...).Err()
+			}
 			cancel()
 			if err == nil {
 				bo.reset()
@@ -47,11 +52,11 @@ func (r *run) acker() {
 
 	for {
 		select {
-		case id := <-r.acks:
+		case d := <-r.acks:
 			if len(batch) == 0 {
 				timer.Reset(r.cfg.AckDelay)
 			}
-			batch = append(batch, id)
+			batch = append(batch, d)
 			if len(batch) >= r.cfg.BatchSize {
 				timer.Stop()
 				flush(false)
@@ -64,8 +69,8 @@ func (r *run) acker() {
 		drain:
 			for {
 				select {
-				case id := <-r.acks:
-					batch = append(batch, id)
+				case d := <-r.acks:
+					batch = append(batch, d)
 				default:
 					break drain
 				}
@@ -78,3 +83,17 @@ func (r *run) acker() {
 
 // finalAckTimeout bounds the last XACK at shutdown.
 const finalAckTimeout = 5 * time.Second
+
+// currentIDs appends to ids the ids of the deliveries of the current epoch:
+// an entry read before its stream was deleted is gone, and its id may now
+// name a new entry.
+func (r *run) currentIDs(ids []string, batch []*delivery) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, d := range batch {
+		if d.epoch == r.epoch {
+			ids = append(ids, d.id)
+		}
+	}
+	return ids
+}

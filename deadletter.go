@@ -73,6 +73,10 @@ return 1
 // acknowledges second, so a crash in between leaves a duplicate, never a
 // loss. If Redis fails, the entry stays pending and is delivered again.
 func (r *run) deadLetter(d *delivery, reason string, cause error) {
+	if !r.current(d) { // its stream was deleted meanwhile
+		r.forget(d)
+		return
+	}
 	fields := r.deadLetterFields(d, reason, cause)
 	ctx := r.ioCtx
 	var err error
@@ -93,10 +97,10 @@ func (r *run) deadLetter(d *delivery, reason string, cause error) {
 	}
 	if err != nil {
 		r.redisError("dead-letter", err, slog.String("id", d.id))
-		r.forget(d.id) // stays pending; a reclaim brings it back
+		r.forget(d) // stays pending; a reclaim brings it back
 		return
 	}
-	r.forget(d.id)
+	r.forget(d)
 	r.c.stats.deadLettered.Add(1)
 	r.log.Warn("dead-lettered entry",
 		slog.String("id", d.id), slog.String("reason", reason),

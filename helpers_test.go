@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -66,9 +67,11 @@ func uniqueStream(t testing.TB, rdb *redis.Client) string {
 	return key
 }
 
-// quietLogger discards logs unless the test runs with -v and
-// COMPLETION_TEST_LOG is set.
+// quietLogger discards logs unless COMPLETION_TEST_LOG is set.
 func quietLogger() *slog.Logger {
+	if os.Getenv("COMPLETION_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 

@@ -30,7 +30,7 @@ func (r *run) worker(q <-chan *delivery) {
 		case d := <-q:
 			if r.stopped() {
 				// Not started: leave it pending for a later delivery.
-				r.forget(d.id)
+				r.forget(d)
 				continue
 			}
 			r.process(d)
@@ -151,9 +151,9 @@ func (r *run) retryOrDeadLetter(d *delivery, cause error, log func() *slog.Logge
 // forgets the entry.
 func (r *run) ack(d *delivery) {
 	select {
-	case r.acks <- d.id:
+	case r.acks <- d:
 	case <-r.ackerDone:
 		// Shutdown gave up on this handler; the entry stays pending.
-		r.forget(d.id)
+		r.forget(d)
 	}
 }

@@ -71,6 +71,7 @@ func (r *run) readLoop() {
 			}
 			if isNoGroup(err) {
 				r.log.Warn("stream or group is gone (deleted, expired or flushed); recreating the group from the first entry", slog.Any("err", err))
+				r.newEpoch()
 				if r.createGroup() != nil {
 					return
 				}
@@ -207,7 +208,10 @@ func (r *run) reportDeleted(ids []string) {
 // newDelivery decodes an entry into a delivery. Decoding failures are kept
 // on the delivery; the worker dead-letters it.
 func (r *run) newDelivery(m *redis.XMessage, count int64) *delivery {
-	d := &delivery{id: m.ID, values: m.Values, count: count, touched: now(), retryIdx: -1}
+	r.mu.Lock()
+	epoch := r.epoch
+	r.mu.Unlock()
+	d := &delivery{id: m.ID, values: m.Values, count: count, epoch: epoch, touched: now(), retryIdx: -1}
 	raw, ok := m.Values[DataField]
 	if !ok {
 		d.badMsg, d.reason = fmt.Errorf("%w: the entry has no %q field", ErrMalformed, DataField), ReasonMalformed

@@ -15,11 +15,17 @@ import (
 // call examines at most COUNT*10 pending entries).
 func (r *run) reclaimer() {
 	cursor := "0-0"
+	epoch := uint64(0)
 	cleanupEvery := max(1, int(r.cfg.StaleConsumerAge/r.cfg.ClaimInterval/4))
 	for tick := 0; ; tick++ {
 		if tick%cleanupEvery == 0 {
 			r.removeStaleConsumers()
 		}
+		r.mu.Lock()
+		if r.epoch != epoch { // the stream was recreated: start over
+			epoch, cursor = r.epoch, "0-0"
+		}
+		r.mu.Unlock()
 		// Keep claiming while full batches come back.
 		for !r.stopped() {
 			next, n, ok := r.claimOnce(cursor)

@@ -108,11 +108,11 @@ func (r *run) redeliver(d *delivery) {
 	if err != nil {
 		// Leave it pending: XAUTOCLAIM picks it up after ClaimMinIdle.
 		r.redisError("xclaim", err, slog.String("id", d.id))
-		r.forget(d.id)
+		r.forget(d)
 		return
 	}
 	if len(msgs) == 0 || msgs[0].Values == nil {
-		r.forget(d.id)
+		r.forget(d)
 		if len(msgs) == 1 {
 			r.reportDeleted([]string{d.id})
 		} else {
@@ -128,6 +128,6 @@ func (r *run) redeliver(d *delivery) {
 	select {
 	case r.queueFor(d) <- d:
 	case <-r.stop:
-		r.forget(d.id)
+		r.forget(d)
 	}
 }

@@ -43,10 +43,11 @@ type run struct {
 	seed    maphash.Seed
 	workers sync.WaitGroup
 
-	acks      chan string
+	acks      chan *delivery
 	ackerDone chan struct{}
 
 	mu      sync.Mutex
+	epoch   uint64               // bumped when the stream or group is recreated
 	tracked map[string]*delivery // every entry this run holds, by id
 	retries retryQueue           // guarded by mu
 	wake    chan struct{}        // nudges the retry timer
@@ -62,7 +63,8 @@ type run struct {
 type delivery struct {
 	id     string
 	values map[string]any
-	count  int64 // delivery count, this delivery included
+	count  int64  // delivery count, this delivery included
+	epoch  uint64 // run.epoch when read
 
 	msg    Message
 	badMsg error // decode failure; the entry will be dead-lettered
@@ -81,7 +83,7 @@ func newRun(c *Consumer) *run {
 		log:       c.log,
 		stop:      make(chan struct{}),
 		seed:      maphash.MakeSeed(),
-		acks:      make(chan string, c.cfg.BatchSize),
+		acks:      make(chan *delivery, c.cfg.BatchSize),
 		ackerDone: make(chan struct{}),
 		tracked:   make(map[string]*delivery),
 		wake:      make(chan struct{}, 1),
@@ -245,6 +247,9 @@ func (r *run) interruptReader(readerDone <-chan struct{}) {
 func (r *run) track(d *delivery, preempt bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if d.epoch != r.epoch {
+		return false
+	}
 	if old, ok := r.tracked[d.id]; ok {
 		if old.retryIdx < 0 || !preempt {
 			return false
@@ -258,19 +263,42 @@ func (r *run) track(d *delivery, preempt bool) bool {
 	return true
 }
 
-// forget drops ids from the held set.
-func (r *run) forget(ids ...string) {
+// forget drops deliveries from the held set.
+func (r *run) forget(ds ...*delivery) {
 	r.mu.Lock()
-	for _, id := range ids {
-		if d, ok := r.tracked[id]; ok {
+	for _, d := range ds {
+		if r.tracked[d.id] == d {
 			if d.retryIdx >= 0 {
 				r.retries.remove(d)
 			}
-			delete(r.tracked, id)
+			delete(r.tracked, d.id)
 		}
 	}
 	r.c.stats.inFlight.Store(int64(len(r.tracked)))
 	r.mu.Unlock()
+}
+
+// newEpoch forgets everything held: the stream or the group was deleted
+// and recreated, so the entries held are gone, and their ids may be reused
+// by new entries (XADD restarts from the current time). Acks and dead
+// letters of older deliveries are dropped from now on.
+func (r *run) newEpoch() {
+	r.mu.Lock()
+	r.epoch++
+	clear(r.tracked)
+	for _, d := range r.retries {
+		d.retryIdx = -1
+	}
+	r.retries = r.retries[:0]
+	r.c.stats.inFlight.Store(0)
+	r.mu.Unlock()
+}
+
+// current reports whether d was read in the current epoch.
+func (r *run) current(d *delivery) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return d.epoch == r.epoch
 }
 
 func (r *run) forgetAll() {
@@ -293,7 +321,7 @@ func (r *run) dispatch(d *delivery, preempt bool) bool {
 	case r.queueFor(d) <- d:
 		return true
 	case <-r.stop:
-		r.forget(d.id)
+		r.forget(d)
 		return false
 	}
 }

@@ -129,6 +129,6 @@ func run() error {
 		fmt.Printf("dead-lettered: reason %s, error %q\n", d.Values[completion.DeadLetterReasonField], d.Values[completion.DeadLetterErrorField])
 	}
 	st := consumer.Stats()
-	fmt.Printf("stopped cleanly: succeeded=%d dead_lettered=%d pending=%d\n", st.Succeeded, st.DeadLettered, st.InFlight)
+	fmt.Printf("stopped cleanly: succeeded=%d dead_lettered=%d in_flight=%d\n", st.Succeeded, st.DeadLettered, st.InFlight)
 	return nil
 }
