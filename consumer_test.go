@@ -376,7 +376,13 @@ func TestShutdownWhileBlocked(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- c.Run(ctx) }()
 		eventually(t, func() bool { return c.State() == StateRunning }, "not running")
-		time.Sleep(50 * time.Millisecond) // let it enter the blocking read
+		if b.real {
+			// Wait until the read is really blocked on the server.
+			eventually(t, func() bool {
+				list, err := b.rdb.ClientList(context.Background()).Result()
+				return err == nil && strings.Contains(list, "cmd=xreadgroup") && strings.Contains(list, "flags=b")
+			}, "no blocked XREADGROUP")
+		}
 		cancel()
 		select {
 		case err := <-done:
@@ -504,3 +510,16 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 		assert.NotEqual(t, cfg.Consumer, c2.Config().Consumer, "default consumer names must be unique")
 	})
 }
+
+// Every go-redis client kind fits the interfaces.
+var (
+	_ RedisClient = (*redis.Client)(nil)
+	_ RedisClient = (*redis.ClusterClient)(nil)
+	_ RedisClient = (*redis.Ring)(nil)
+	_ RedisClient = redis.UniversalClient(nil)
+	_ XAdder      = (*redis.Client)(nil)
+	_ XAdder      = (*redis.ClusterClient)(nil)
+	_ XAdder      = (*redis.Ring)(nil)
+	_ XAdder      = redis.UniversalClient(nil)
+	_ XAdder      = redis.Pipeliner(nil)
+)
