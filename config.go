@@ -29,6 +29,8 @@ const (
 	DefaultAckDelay         = time.Millisecond
 	DefaultShutdownTimeout  = 30 * time.Second
 	DefaultMaxPayloadBytes  = 1 << 20
+	DefaultMaxIDBytes       = 512
+	DefaultMaxErrorBytes    = 64 << 10
 	DefaultErrorBackoff     = 100 * time.Millisecond
 	DefaultMaxErrorBackoff  = 10 * time.Second
 	DefaultStaleConsumerAge = time.Hour
@@ -151,6 +153,16 @@ type Config struct {
 	// DefaultMaxPayloadBytes.
 	MaxPayloadBytes int
 
+	// MaxIDBytes is the longest operation id or task id accepted; entries
+	// with longer ids are dead-lettered with reason "oversize". Default
+	// DefaultMaxIDBytes.
+	MaxIDBytes int
+
+	// MaxErrorBytes is the longest error text accepted; entries with a
+	// longer one are dead-lettered with reason "oversize". Default
+	// DefaultMaxErrorBytes.
+	MaxErrorBytes int
+
 	// AckDelay is the longest an acknowledgement waits to be sent together
 	// with others in one XACK. Default DefaultAckDelay.
 	AckDelay time.Duration
@@ -186,8 +198,14 @@ type Config struct {
 	// Default Stream + ":done:".
 	DedupPrefix string
 
-	// Logger receives the consumer's logs. Default slog.Default().
+	// Logger receives the consumer's logs. Untrusted text (error texts,
+	// panic values) is length-capped and escaped; results are never
+	// logged. Default slog.Default().
 	Logger *slog.Logger
+
+	// Observer, when set, receives an [Event] for everything that happens
+	// to an entry, e.g. to feed metrics. Default nil.
+	Observer Observer
 }
 
 // withDefaults returns a copy of c with defaults filled in and checks it.
@@ -229,6 +247,12 @@ func (c Config) withDefaults() (Config, error) {
 		return Config{}, err
 	}
 	if err := defaultInt(&c.MaxPayloadBytes, DefaultMaxPayloadBytes, "MaxPayloadBytes"); err != nil {
+		return Config{}, err
+	}
+	if err := defaultInt(&c.MaxIDBytes, DefaultMaxIDBytes, "MaxIDBytes"); err != nil {
+		return Config{}, err
+	}
+	if err := defaultInt(&c.MaxErrorBytes, DefaultMaxErrorBytes, "MaxErrorBytes"); err != nil {
 		return Config{}, err
 	}
 	durations := []struct {

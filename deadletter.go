@@ -102,10 +102,12 @@ func (r *run) deadLetter(d *delivery, reason string, cause error) {
 	}
 	r.forget(d)
 	r.c.stats.deadLettered.Add(1)
+	r.observe(Event{Kind: EventDeadLettered, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID,
+		Deliveries: d.count, Reason: reason, Err: cause})
 	r.log.Warn("dead-lettered entry",
 		slog.String("id", d.id), slog.String("reason", reason),
 		slog.String("operation_id", d.msg.OperationID), slog.String("task_id", d.msg.TaskID),
-		slog.Int64("deliveries", d.count), slog.String("err", truncate(errText(cause), 256)),
+		slog.Int64("deliveries", d.count), slog.String("err", logText(errText(cause))),
 		slog.String("dead_letter_stream", r.cfg.DeadLetterStream))
 }
 

@@ -80,6 +80,9 @@ func (r *run) leaser(stop <-chan struct{}) {
 		r.mu.Unlock()
 		if len(lost) > 0 {
 			r.c.stats.leasesLost.Add(int64(len(lost)))
+			for _, id := range lost {
+				r.observe(Event{Kind: EventLeaseLost, EntryID: id})
+			}
 			r.log.Warn("another consumer took over entries this one is still handling; their handlers may run twice (is ClaimMinIdle too short, or was this process paused?)",
 				slog.Int("count", len(lost)), slog.String("first_id", lost[0]))
 		}

@@ -72,6 +72,7 @@ func (r *run) process(d *delivery) {
 			r.redisError("dedup-exists", err)
 		} else if n > 0 {
 			r.c.stats.duplicates.Add(1)
+			r.observeDelivery(EventDuplicate, d)
 			log().Info("completion was handled before (duplicate suppression); acknowledging without calling the handler")
 			r.ack(d)
 			return
@@ -82,12 +83,14 @@ func (r *run) process(d *delivery) {
 	if err != nil {
 		if !errors.Is(err, ErrTaskNotFound) {
 			r.c.stats.failed.Add(1)
+			r.observe(Event{Kind: EventFailed, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID, Deliveries: d.count, Err: err})
 			r.retryOrDeadLetter(d, fmt.Errorf("task registry: %w", err), log)
 			return
 		}
 		switch r.cfg.NotFound {
 		case NotFoundDrop:
 			r.c.stats.dropped.Add(1)
+			r.observeDelivery(EventDropped, d)
 			log().Warn("task not found; dropping the completion (NotFoundDrop)")
 			r.ack(d)
 		case NotFoundRetry:
@@ -103,7 +106,16 @@ func (r *run) process(d *delivery) {
 	}
 
 	c := Completion{Task: task, Message: d.msg, EntryID: d.id, Deliveries: d.count}
+	start := now()
 	err = r.call(ctx, &c, log)
+	if r.cfg.Observer != nil {
+		kind := EventHandled
+		if err != nil {
+			kind = EventFailed
+		}
+		r.cfg.Observer.Observe(Event{Kind: kind, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID,
+			Deliveries: d.count, Duration: now().Sub(start), Err: err})
+	}
 	switch {
 	case err == nil:
 		r.c.stats.succeeded.Add(1)
@@ -127,7 +139,7 @@ func (r *run) call(ctx context.Context, c *Completion, log func() *slog.Logger) 
 	defer func() {
 		if p := recover(); p != nil {
 			log().Error("handler panicked; counting it as a failed delivery",
-				slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+				slog.String("panic", logText(fmt.Sprint(p))), slog.String("stack", string(debug.Stack())))
 			err = fmt.Errorf("completion: handler panicked: %v", p)
 		}
 	}()
@@ -142,8 +154,10 @@ func (r *run) retryOrDeadLetter(d *delivery, cause error, log func() *slog.Logge
 		return
 	}
 	delay := expDelay(r.cfg.RetryBackoff, r.cfg.MaxRetryBackoff, int(d.count-1))
-	log().Warn("delivery failed; will retry", slog.Duration("retry_in", delay), slog.Any("err", cause))
+	log().Warn("delivery failed; will retry", slog.Duration("retry_in", delay), slog.String("err", logText(cause.Error())))
 	r.c.stats.retried.Add(1)
+	r.observe(Event{Kind: EventRetryScheduled, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID,
+		Deliveries: d.count, Delay: delay, Err: cause})
 	r.scheduleRetry(d, delay)
 }
 

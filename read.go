@@ -162,6 +162,7 @@ func (r *run) handOwnPending(msgs []redis.XMessage) {
 		d := r.newDelivery(&live[i], counts[i])
 		if r.dispatch(d, false) {
 			r.c.stats.reclaimed.Add(1)
+			r.observeDelivery(EventReclaimed, d)
 		}
 	}
 }
@@ -201,6 +202,9 @@ func (r *run) deliveryCounts(msgs []redis.XMessage) []int64 {
 // pending.
 func (r *run) reportDeleted(ids []string) {
 	r.c.stats.deletedWhilePending.Add(int64(len(ids)))
+	for _, id := range ids {
+		r.observe(Event{Kind: EventDeletedWhilePending, EntryID: id})
+	}
 	r.log.Warn("entries were deleted from the stream while pending (trimmed by MAXLEN or XDEL); their completions are lost: size MAXLEN for the slowest group",
 		slog.Int("count", len(ids)), slog.String("first_id", ids[0]))
 }
@@ -228,6 +232,18 @@ func (r *run) newDelivery(m *redis.XMessage, count int64) *delivery {
 	}
 	if err := decodeMessage(stringBytes(s), &d.msg); err != nil {
 		d.badMsg, d.reason = err, ReasonMalformed
+		return d
+	}
+	switch {
+	case len(d.msg.OperationID) > r.cfg.MaxIDBytes, len(d.msg.TaskID) > r.cfg.MaxIDBytes:
+		d.badMsg, d.reason = fmt.Errorf("%w: an id is longer than MaxIDBytes (%d)", ErrMalformed, r.cfg.MaxIDBytes), ReasonOversize
+	case len(d.msg.Error) > r.cfg.MaxErrorBytes:
+		d.badMsg, d.reason = fmt.Errorf("%w: field \"error\" holds %d bytes, over MaxErrorBytes (%d)", ErrMalformed, len(d.msg.Error), r.cfg.MaxErrorBytes), ReasonOversize
+	}
+	if d.badMsg != nil {
+		// Keep oversize ids out of logs and dead-letter metadata; the
+		// original entry is kept whole in the dead letter.
+		d.msg = Message{}
 	}
 	return d
 }

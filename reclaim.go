@@ -82,6 +82,7 @@ func (r *run) claimOnce(cursor string) (string, int, bool) {
 			d := r.newDelivery(&live[i], counts[i])
 			if r.dispatch(d, true) {
 				r.c.stats.reclaimed.Add(1)
+				r.observeDelivery(EventReclaimed, d)
 			} else if r.stopped() {
 				break
 			}

@@ -343,6 +343,7 @@ func (r *run) queueFor(d *delivery) chan *delivery {
 // call site key, so that an outage does not flood the log.
 func (r *run) redisError(op string, err error, attrs ...any) {
 	r.c.noteRedisError(err)
+	r.observe(Event{Kind: EventRedisError, Err: err})
 	if !r.allowLog(op) {
 		return
 	}

@@ -1,0 +1,160 @@
+package completion
+
+import (
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// EventKind says what an [Event] reports.
+type EventKind int
+
+const (
+	// EventHandled: the handler returned nil; the entry is being
+	// acknowledged. Duration is the handler's run time.
+	EventHandled EventKind = iota + 1
+	// EventFailed: the handler returned an error or panicked, or the
+	// registry failed; the entry will be retried (EventRetryScheduled) or
+	// dead-lettered (EventDeadLettered). Duration is the handler's run time
+	// (zero when the handler was not called).
+	EventFailed
+	// EventRetryScheduled: a failed entry will be delivered again after
+	// Delay.
+	EventRetryScheduled
+	// EventDeadLettered: the entry was moved to the dead-letter stream;
+	// Reason is one of the Reason constants.
+	EventDeadLettered
+	// EventDropped: an entry for an unknown task was acknowledged without
+	// handling (NotFoundDrop).
+	EventDropped
+	// EventDuplicate: duplicate suppression acknowledged a completion
+	// handled before.
+	EventDuplicate
+	// EventReclaimed: an entry was taken over from another consumer, or
+	// re-read from this consumer's own pending list.
+	EventReclaimed
+	// EventDeletedWhilePending: a pending entry was trimmed or deleted from
+	// the stream; its completion is lost.
+	EventDeletedWhilePending
+	// EventLeaseLost: another consumer took over an entry this one was
+	// still handling.
+	EventLeaseLost
+	// EventRedisError: a Redis call failed; the consumer retries. Err says
+	// why.
+	EventRedisError
+)
+
+var eventNames = [...]string{
+	EventHandled:             "handled",
+	EventFailed:              "failed",
+	EventRetryScheduled:      "retry_scheduled",
+	EventDeadLettered:        "dead_lettered",
+	EventDropped:             "dropped",
+	EventDuplicate:           "duplicate",
+	EventReclaimed:           "reclaimed",
+	EventDeletedWhilePending: "deleted_while_pending",
+	EventLeaseLost:           "lease_lost",
+	EventRedisError:          "redis_error",
+}
+
+// String returns the kind's name in snake case, suitable as a metric label.
+func (k EventKind) String() string {
+	if k > 0 && int(k) < len(eventNames) {
+		return eventNames[k]
+	}
+	return "EventKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Event is one thing that happened in a [Consumer], reported to
+// Config.Observer. Fields that do not apply to a kind are zero.
+type Event struct {
+	Kind        EventKind
+	EntryID     string
+	OperationID string
+	TaskID      string
+	Deliveries  int64
+	// Duration is the handler's run time (EventHandled, EventFailed).
+	Duration time.Duration
+	// Delay is the wait before the next delivery (EventRetryScheduled).
+	Delay time.Duration
+	// Reason is the dead-letter reason (EventDeadLettered).
+	Reason string
+	// Err is the failure (EventFailed, EventDeadLettered,
+	// EventRedisError).
+	Err error
+}
+
+// Observer receives a [Consumer]'s events, e.g. to feed metrics. Observe is
+// called synchronously from the consumer's goroutines, from several at
+// once: it must be safe for concurrent use, fast, and must not block.
+type Observer interface {
+	Observe(Event)
+}
+
+// ObserverFunc adapts a function to an [Observer].
+type ObserverFunc func(Event)
+
+// Observe calls f(e).
+func (f ObserverFunc) Observe(e Event) { f(e) }
+
+// Middleware wraps a [CompletionHandler], e.g. with tracing, logging or
+// metrics, without forking the library.
+type Middleware func(next CompletionHandler) CompletionHandler
+
+// Chain returns h wrapped in the middlewares, the first outermost: Chain(h,
+// a, b) runs a, then b, then h.
+func Chain(h CompletionHandler, mws ...Middleware) CompletionHandler {
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h
+}
+
+func (r *run) observe(e Event) {
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.Observe(e)
+	}
+}
+
+func (r *run) observeDelivery(kind EventKind, d *delivery) {
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.Observe(Event{Kind: kind, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID, Deliveries: d.count})
+	}
+}
+
+// logText makes untrusted text safe for a log line: at most maxLogText
+// bytes, control characters and invalid UTF-8 escaped, so that error texts
+// and panic values that carry user data can neither flood the log nor forge
+// lines.
+func logText(s string) string {
+	const maxLogText = 256
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f || c >= utf8.RuneSelf {
+			clean = false
+			break
+		}
+	}
+	if clean && len(s) <= maxLogText {
+		return s
+	}
+	out := make([]byte, 0, min(len(s), maxLogText)+16)
+	for i := 0; i < len(s); {
+		if len(out) >= maxLogText {
+			return string(out) + "…(" + strconv.Itoa(len(s)) + " bytes)"
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			out = append(out, `\x`...)
+			out = append(out, "0123456789abcdef"[s[i]>>4], "0123456789abcdef"[s[i]&15])
+		case r < 0x20 || r == 0x7f || r == 0x2028 || r == 0x2029:
+			q := strconv.QuoteRune(r)
+			out = append(out, q[1:len(q)-1]...)
+		default:
+			out = append(out, s[i:i+size]...)
+		}
+		i += size
+	}
+	return string(out)
+}
