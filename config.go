@@ -86,7 +86,9 @@ type Config struct {
 	Consumer string
 
 	// DeadLetterStream receives entries that cannot be handled, with the
-	// reason. Default Stream + DefaultDeadLetterSuffix.
+	// reason. Default DeadLetterStreamFor(Stream): "{chat:completions}:dead"
+	// for "chat:completions", a key in the same Redis Cluster slot as the
+	// stream, so that moving an entry there is one atomic script.
 	DeadLetterStream string
 
 	// DeadLetterMaxLen trims the dead-letter stream with MAXLEN ~ on every
@@ -223,7 +225,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Consumer = defaultConsumerName()
 	}
 	if c.DeadLetterStream == "" {
-		c.DeadLetterStream = c.Stream + DefaultDeadLetterSuffix
+		c.DeadLetterStream = DeadLetterStreamFor(c.Stream)
 	}
 	if c.DeadLetterStream == c.Stream {
 		return bad("DeadLetterStream", c.DeadLetterStream, "it must differ from Stream")
@@ -337,4 +339,28 @@ func defaultConsumerName() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// DeadLetterStreamFor returns the default dead-letter stream of stream: the
+// stream's name with DefaultDeadLetterSuffix, hash-tagged so that both keys
+// live in the same Redis Cluster slot. A stream name that has a hash tag
+// already keeps it: "{orders}:done" gives "{orders}:done:dead", and
+// "chat:completions" gives "{chat:completions}:dead". A name with braces
+// but no usable tag just gets the suffix, and may land in another slot.
+func DeadLetterStreamFor(stream string) string {
+	if hasHashTag(stream) || strings.ContainsAny(stream, "{}") {
+		return stream + DefaultDeadLetterSuffix
+	}
+	return "{" + stream + "}" + DefaultDeadLetterSuffix
+}
+
+// hasHashTag reports whether key has a non-empty {hash tag}, which Redis
+// Cluster hashes instead of the whole key.
+func hasHashTag(key string) bool {
+	i := strings.IndexByte(key, '{')
+	if i < 0 {
+		return false
+	}
+	j := strings.IndexByte(key[i+1:], '}')
+	return j > 0
 }

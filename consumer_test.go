@@ -500,7 +500,8 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 		cfg := c.Config()
 		assert.Equal(t, DefaultStream, cfg.Stream)
 		assert.Equal(t, DefaultGroup, cfg.Group)
-		assert.Equal(t, DefaultStream+DefaultDeadLetterSuffix, cfg.DeadLetterStream)
+		assert.Equal(t, "{chat:completions}:dead", cfg.DeadLetterStream)
+		assert.Equal(t, keySlot(cfg.Stream), keySlot(cfg.DeadLetterStream), "the dead-letter stream must share the stream's cluster slot")
 		assert.Equal(t, DefaultClaimMinIdle, cfg.ClaimMinIdle)
 		assert.Equal(t, DefaultClaimMinIdle/3, cfg.LeaseInterval)
 		assert.Equal(t, DefaultBlock, cfg.Block)
@@ -523,3 +524,25 @@ var (
 	_ XAdder      = redis.UniversalClient(nil)
 	_ XAdder      = redis.Pipeliner(nil)
 )
+
+func TestDeadLetterStreamFor(t *testing.T) {
+	tests := []struct{ stream, want string }{
+		{"chat:completions", "{chat:completions}:dead"},
+		{"{orders}:done", "{orders}:done:dead"},
+		{"s:{p1}:x", "s:{p1}:x:dead"},
+	}
+	for _, tt := range tests {
+		got := DeadLetterStreamFor(tt.stream)
+		assert.Equal(t, tt.want, got)
+		assert.Equal(t, keySlot(tt.stream), keySlot(got), "%s and %s must share a slot", tt.stream, got)
+	}
+	// A name with braces but no usable tag cannot be wrapped.
+	assert.Equal(t, "a{}b:dead", DeadLetterStreamFor("a{}b"))
+}
+
+func TestKeySlot(t *testing.T) {
+	// Values from CLUSTER KEYSLOT on Redis 7.0.
+	assert.Equal(t, uint16(12182), keySlot("foo"))
+	assert.Equal(t, uint16(5061), keySlot("bar"))
+	assert.Equal(t, keySlot("user1000"), keySlot("{user1000}.following"))
+}

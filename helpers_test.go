@@ -197,7 +197,7 @@ func pendingCount(t testing.TB, rdb *redis.Client, stream, group string) int64 {
 // deadLetters returns the entries of the dead-letter stream.
 func deadLetters(t testing.TB, rdb *redis.Client, stream string) []redis.XMessage {
 	t.Helper()
-	msgs, err := rdb.XRange(context.Background(), stream+DefaultDeadLetterSuffix, "-", "+").Result()
+	msgs, err := rdb.XRange(context.Background(), DeadLetterStreamFor(stream), "-", "+").Result()
 	require.NoError(t, err)
 	return msgs
 }

@@ -341,9 +341,17 @@ func (r *run) queueFor(d *delivery) chan *delivery {
 
 // redisError records err and logs it, at most once per errorLogEvery per
 // call site key, so that an outage does not flood the log.
+//
+// A refusal retrying cannot fix (see isFatal) stops the run: Run returns it
+// wrapped in ErrRedisFatal instead of retrying forever and hiding it.
 func (r *run) redisError(op string, err error, attrs ...any) {
 	r.c.noteRedisError(err)
 	r.observe(Event{Kind: EventRedisError, Err: err})
+	if isFatal(err) {
+		r.log.Error("redis refused a command for good; stopping", slog.String("op", op), slog.Any("err", err))
+		r.fail(fmt.Errorf("%w: %s on stream %q, group %q: %w", ErrRedisFatal, op, r.cfg.Stream, r.cfg.Group, err))
+		return
+	}
 	if !r.allowLog(op) {
 		return
 	}

@@ -48,7 +48,8 @@ func run() error {
 
 	// A stream of our own, so that a shared Redis is left as it was.
 	stream := fmt.Sprintf("quickstart:%d:completions", time.Now().UnixNano())
-	defer rdb.Del(context.Background(), stream, stream+completion.DefaultDeadLetterSuffix)
+	deadLetters := completion.DeadLetterStreamFor(stream)
+	defer rdb.Del(context.Background(), stream, deadLetters)
 
 	// The tasks this service started. In production, a Redis-backed
 	// registry shared by all pods.
@@ -121,7 +122,7 @@ func run() error {
 		return err
 	}
 
-	dead, err := rdb.XRange(ctx, stream+completion.DefaultDeadLetterSuffix, "-", "+").Result()
+	dead, err := rdb.XRange(ctx, deadLetters, "-", "+").Result()
 	if err != nil {
 		return err
 	}
