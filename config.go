@@ -91,6 +91,15 @@ type Config struct {
 	// stream, so that moving an entry there is one atomic script.
 	DeadLetterStream string
 
+	// Partitions splits the stream into this many partition streams (see
+	// PartitionStream and WithPartitions), read in parallel; on Redis
+	// Cluster they spread over the masters. Each partition gets its own
+	// reader, its share of Concurrency (rounded up), and, unless
+	// DeadLetterStream is set, its own dead-letter stream in its slot. The
+	// Stream name must not carry a {hash tag}. Default 1: the stream itself,
+	// as the Python side writes it.
+	Partitions int
+
 	// DeadLetterMaxLen trims the dead-letter stream with MAXLEN ~ on every
 	// write. Zero means no trimming: dead letters are kept until someone
 	// deletes them. Default 0.
@@ -223,6 +232,15 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Consumer == "" {
 		c.Consumer = defaultConsumerName()
+	}
+	if err := defaultInt(&c.Partitions, 1, "Partitions"); err != nil {
+		return Config{}, err
+	}
+	if c.Partitions > MaxPartitions {
+		return bad("Partitions", c.Partitions, fmt.Sprintf("it must be at most %d", MaxPartitions))
+	}
+	if c.Partitions > 1 && hasHashTag(c.Stream) {
+		return bad("Partitions", c.Partitions, fmt.Sprintf("a partitioned Stream must not carry a {hash tag} (Stream is %q): partitions get tags of their own", c.Stream))
 	}
 	if c.DeadLetterStream == "" {
 		c.DeadLetterStream = DeadLetterStreamFor(c.Stream)

@@ -91,7 +91,7 @@ type Stats struct {
 
 type counters struct {
 	delivered, succeeded, failed, retried, deadLettered, dropped, duplicates,
-	reclaimed, deletedWhilePending, leasesLost, redisErrors, inFlight atomic.Int64
+	reclaimed, deletedWhilePending, leasesLost, redisErrors atomic.Int64
 
 	mu          sync.Mutex
 	lastError   string
@@ -108,9 +108,13 @@ type Consumer struct {
 	cfg      Config
 	log      *slog.Logger
 
+	explicitDeadLetter bool // Config.DeadLetterStream was set by the caller
+
 	running atomic.Bool
-	state   atomic.Int32
 	stats   counters
+
+	mu   sync.Mutex
+	runs []*run // one per partition while Run runs
 }
 
 // NewConsumer returns a Consumer that reads cfg.Stream as cfg.Consumer in
@@ -129,15 +133,17 @@ func NewConsumer(client RedisClient, registry TaskRegistry, handler CompletionHa
 	case handler == nil:
 		return nil, errors.New("completion: NewConsumer: handler is nil")
 	}
+	explicitDL := cfg.DeadLetterStream != ""
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	return &Consumer{
-		client:   client,
-		registry: registry,
-		handler:  handler,
-		cfg:      cfg,
+		explicitDeadLetter: explicitDL,
+		client:             client,
+		registry:           registry,
+		handler:            handler,
+		cfg:                cfg,
 		log: cfg.Logger.With(
 			slog.String("stream", cfg.Stream),
 			slog.String("group", cfg.Group),
@@ -148,8 +154,24 @@ func NewConsumer(client RedisClient, registry TaskRegistry, handler CompletionHa
 // Config returns the consumer's configuration with defaults filled in.
 func (c *Consumer) Config() Config { return c.cfg }
 
-// State returns the consumer's current state.
-func (c *Consumer) State() State { return State(c.state.Load()) }
+// State returns the consumer's current state. With several partitions it is
+// the least healthy partition's: stopping, then degraded, then starting,
+// then running.
+func (c *Consumer) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.runs) == 0 {
+		return StateIdle
+	}
+	worst := StateRunning
+	rank := map[State]int{StateRunning: 0, StateStarting: 1, StateDegraded: 2, StateStopping: 3}
+	for _, r := range c.runs {
+		if s := State(r.state.Load()); rank[s] > rank[worst] {
+			worst = s
+		}
+	}
+	return worst
+}
 
 // Stats returns a snapshot of the consumer's counters.
 func (c *Consumer) Stats() Stats {
@@ -157,6 +179,12 @@ func (c *Consumer) Stats() Stats {
 	s.mu.Lock()
 	lastErr, lastAt := s.lastError, s.lastErrorAt
 	s.mu.Unlock()
+	var inFlight int64
+	c.mu.Lock()
+	for _, r := range c.runs {
+		inFlight += r.inFlight.Load()
+	}
+	c.mu.Unlock()
 	return Stats{
 		Delivered:           s.delivered.Load(),
 		Succeeded:           s.succeeded.Load(),
@@ -169,13 +197,11 @@ func (c *Consumer) Stats() Stats {
 		DeletedWhilePending: s.deletedWhilePending.Load(),
 		LeasesLost:          s.leasesLost.Load(),
 		RedisErrors:         s.redisErrors.Load(),
-		InFlight:            s.inFlight.Load(),
+		InFlight:            inFlight,
 		LastError:           lastErr,
 		LastErrorAt:         lastAt,
 	}
 }
-
-func (c *Consumer) setState(s State) { c.state.Store(int32(s)) }
 
 // Run consumes until ctx is cancelled or Redis refuses the consumer for good,
 // and blocks until then.
@@ -200,10 +226,43 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer c.running.Store(false)
-	defer c.setState(StateIdle)
-	c.setState(StateStarting)
-	r := newRun(c)
-	return r.run(ctx)
+
+	cfgs := c.partitionConfigs()
+	runs := make([]*run, len(cfgs))
+	for i, cfg := range cfgs {
+		runs[i] = newRun(c, cfg)
+	}
+	c.mu.Lock()
+	c.runs = runs
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.runs = nil
+		c.mu.Unlock()
+	}()
+	if len(runs) == 1 {
+		return runs[0].run(ctx)
+	}
+	// One run per partition; the first fatal error stops them all.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(runs))
+	for _, r := range runs {
+		go func() {
+			err := r.run(ctx)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range runs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // noteRedisError records a failed Redis call for Stats.

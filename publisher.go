@@ -19,7 +19,8 @@ type XAdder interface {
 type PublishOption func(*publishOptions)
 
 type publishOptions struct {
-	maxLen int64
+	maxLen     int64
+	partitions int
 }
 
 // WithMaxLen trims the stream to about n entries (XADD MAXLEN ~ n) as the
@@ -52,6 +53,12 @@ func Publish(ctx context.Context, rdb XAdder, stream string, msg Message, opts .
 	}
 	if stream == "" {
 		stream = DefaultStream
+	}
+	if o.partitions > 1 {
+		if o.partitions > MaxPartitions || hasHashTag(stream) {
+			return "", fmt.Errorf("%w: WithPartitions(%d) on stream %q: want at most %d partitions of a stream without a {hash tag}", ErrInvalidConfig, o.partitions, stream, MaxPartitions)
+		}
+		stream = PartitionStream(stream, partitionOf(msg.TaskID, o.partitions), o.partitions)
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer func() {

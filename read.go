@@ -25,7 +25,7 @@ func (r *run) createGroup() error {
 		case isFatal(err):
 			return fmt.Errorf("%w: XGROUP CREATE %s %s: %w", ErrRedisFatal, r.cfg.Stream, r.cfg.Group, err)
 		}
-		r.c.setState(StateDegraded)
+		r.setState(StateDegraded)
 		r.redisError("xgroup-create", err)
 		if !sleep(r.stop, bo.next()) {
 			return errors.New("stopped")
@@ -77,7 +77,7 @@ func (r *run) readLoop() {
 				}
 				continue
 			}
-			r.c.setState(StateDegraded)
+			r.setState(StateDegraded)
 			r.redisError("xreadgroup", err)
 			ownPending, cursor = true, "0"
 			if !sleep(r.stop, bo.next()) {
@@ -87,7 +87,7 @@ func (r *run) readLoop() {
 		}
 		if bo.n > 0 {
 			bo.reset()
-			r.c.setState(StateRunning)
+			r.setState(StateRunning)
 			r.log.Info("redis is answering again; resuming")
 		}
 		var msgs []redis.XMessage

@@ -50,7 +50,7 @@ func (r *run) scheduleRetry(d *delivery, delay time.Duration) {
 	r.mu.Lock()
 	if len(r.retries) >= maxScheduledRetries {
 		delete(r.tracked, d.id)
-		r.c.stats.inFlight.Store(int64(len(r.tracked)))
+		r.inFlight.Store(int64(len(r.tracked)))
 		r.mu.Unlock()
 		return
 	}

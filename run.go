@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,8 +24,11 @@ import (
 //     has held for a while, so that no one else takes them over.
 type run struct {
 	c   *Consumer
-	cfg *Config
+	cfg *Config // this run's: Stream is the partition's key
 	log *slog.Logger
+
+	state    atomic.Int32 // a State
+	inFlight atomic.Int64 // len(tracked)
 
 	stop     chan struct{} // closed when Run's context is done: stop reading
 	stopOnce sync.Once
@@ -76,30 +80,37 @@ type delivery struct {
 	retryIdx int // index in the retry queue, -1 when not queued
 }
 
-func newRun(c *Consumer) *run {
+func newRun(c *Consumer, cfg Config) *run {
+	log := c.log
+	if cfg.Stream != c.cfg.Stream {
+		log = log.With(slog.String("partition", cfg.Stream))
+	}
 	r := &run{
 		c:         c,
-		cfg:       &c.cfg,
-		log:       c.log,
+		cfg:       &cfg,
+		log:       log,
 		stop:      make(chan struct{}),
 		seed:      maphash.MakeSeed(),
-		acks:      make(chan *delivery, c.cfg.BatchSize),
+		acks:      make(chan *delivery, cfg.BatchSize),
 		ackerDone: make(chan struct{}),
 		tracked:   make(map[string]*delivery),
 		wake:      make(chan struct{}, 1),
 	}
-	r.reader = blockingReader{client: c.client, stream: c.cfg.Stream}
-	if c.cfg.OrderByTask {
-		per := max(1, c.cfg.BatchSize/c.cfg.Concurrency)
-		r.queues = make([]chan *delivery, c.cfg.Concurrency)
+	r.reader = blockingReader{client: c.client, stream: cfg.Stream}
+	r.setState(StateStarting)
+	if cfg.OrderByTask {
+		per := max(1, cfg.BatchSize/cfg.Concurrency)
+		r.queues = make([]chan *delivery, cfg.Concurrency)
 		for i := range r.queues {
 			r.queues[i] = make(chan *delivery, per)
 		}
 	} else {
-		r.queues = []chan *delivery{make(chan *delivery, c.cfg.Concurrency)}
+		r.queues = []chan *delivery{make(chan *delivery, cfg.Concurrency)}
 	}
 	return r
 }
+
+func (r *run) setState(s State) { r.state.Store(int32(s)) }
 
 func (r *run) stopped() bool {
 	select {
@@ -168,7 +179,7 @@ func (r *run) run(ctx context.Context) error {
 	go func() { defer loops.Done(); r.reclaimer() }()
 	go func() { defer loops.Done(); r.retryLoop() }()
 
-	r.c.setState(StateRunning)
+	r.setState(StateRunning)
 	r.readLoop()
 	close(readerDone)
 	<-watchDone
@@ -179,13 +190,13 @@ func (r *run) run(ctx context.Context) error {
 
 	// Drain: queued entries are left pending; running handlers get
 	// ShutdownTimeout to finish.
-	r.c.setState(StateStopping)
+	r.setState(StateStopping)
 	var err error
 	if !r.waitWorkers(r.cfg.ShutdownTimeout) {
 		r.handlerCancel()
 		if !r.waitWorkers(handlerGrace) {
 			err = fmt.Errorf("%w: %d handler(s) still running %v after the shutdown began",
-				ErrShutdownTimeout, r.c.stats.inFlight.Load(), r.cfg.ShutdownTimeout+handlerGrace)
+				ErrShutdownTimeout, r.inFlight.Load(), r.cfg.ShutdownTimeout+handlerGrace)
 			r.log.Error("shutdown timed out: handlers ignore the cancellation of their context; their entries stay pending")
 		}
 	}
@@ -259,7 +270,7 @@ func (r *run) track(d *delivery, preempt bool) bool {
 	}
 	d.retryIdx = -1
 	r.tracked[d.id] = d
-	r.c.stats.inFlight.Store(int64(len(r.tracked)))
+	r.inFlight.Store(int64(len(r.tracked)))
 	return true
 }
 
@@ -274,7 +285,7 @@ func (r *run) forget(ds ...*delivery) {
 			delete(r.tracked, d.id)
 		}
 	}
-	r.c.stats.inFlight.Store(int64(len(r.tracked)))
+	r.inFlight.Store(int64(len(r.tracked)))
 	r.mu.Unlock()
 }
 
@@ -290,7 +301,7 @@ func (r *run) newEpoch() {
 		d.retryIdx = -1
 	}
 	r.retries = r.retries[:0]
-	r.c.stats.inFlight.Store(0)
+	r.inFlight.Store(0)
 	r.mu.Unlock()
 }
 
@@ -305,7 +316,7 @@ func (r *run) forgetAll() {
 	r.mu.Lock()
 	clear(r.tracked)
 	r.retries = r.retries[:0]
-	r.c.stats.inFlight.Store(0)
+	r.inFlight.Store(0)
 	r.mu.Unlock()
 }
 

@@ -1,0 +1,70 @@
+package completion
+
+import (
+	"hash/fnv"
+	"strconv"
+)
+
+// MaxPartitions is the most partitions a stream can be split into.
+const MaxPartitions = 1024
+
+// PartitionStream returns the key of partition i (0 <= i < n) of a stream
+// split into n partitions: the stream's name followed by a hash tag chosen
+// so that partition i falls in the i-th n-th of the Redis Cluster slot
+// space. On a cluster whose masters own equal slot ranges, the partitions
+// thus spread evenly over the masters. With n = 1 it returns stream itself.
+//
+// The stream name must not carry a hash tag of its own (it would pin every
+// partition to one slot); [NewConsumer] refuses such a Config.
+func PartitionStream(stream string, i, n int) string {
+	if n <= 1 {
+		return stream
+	}
+	lo := uint16(i * 16384 / n)
+	hi := uint16((i + 1) * 16384 / n)
+	prefix := strconv.Itoa(i) + "."
+	for k := 0; ; k++ {
+		tag := prefix + strconv.Itoa(k)
+		if s := keySlot(tag); s >= lo && s < hi {
+			return stream + ":{" + tag + "}"
+		}
+	}
+}
+
+// partitionOf returns the partition (0 <= p < n) of a task's completions:
+// all completions of one task go to one partition, so they stay in order.
+func partitionOf(taskID string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(taskID))
+	return int(h.Sum32() % uint32(n))
+}
+
+// WithPartitions publishes to one of n partitions of the stream, picked from
+// the message's task id, so that one task's completions stay in order in
+// one partition. Consumers must use the same Config.Partitions. n <= 1
+// publishes to the stream itself.
+func WithPartitions(n int) PublishOption {
+	return func(o *publishOptions) { o.partitions = n }
+}
+
+// partitionConfigs returns one Config per partition the consumer reads.
+func (c *Consumer) partitionConfigs() []Config {
+	n := c.cfg.Partitions
+	if n <= 1 {
+		return []Config{c.cfg}
+	}
+	cfgs := make([]Config, n)
+	for i := range cfgs {
+		cfg := c.cfg
+		cfg.Stream = PartitionStream(c.cfg.Stream, i, n)
+		if !c.explicitDeadLetter {
+			cfg.DeadLetterStream = DeadLetterStreamFor(cfg.Stream)
+		}
+		cfg.Concurrency = max(1, (c.cfg.Concurrency+n-1)/n)
+		cfgs[i] = cfg
+	}
+	return cfgs
+}
