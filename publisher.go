@@ -3,7 +3,6 @@ package completion
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -33,8 +32,6 @@ func WithMaxLen(n int64) PublishOption {
 	return func(o *publishOptions) { o.maxLen = n }
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
 // Publish appends msg to stream in the wire format the Python producer
 // writes (one field, "data", holding the JSON message) and returns the new
 // entry's id. An empty stream means DefaultStream.
@@ -60,18 +57,12 @@ func Publish(ctx context.Context, rdb XAdder, stream string, msg Message, opts .
 		}
 		stream = PartitionStream(stream, partitionOf(msg.TaskID, o.partitions), o.partitions)
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= 64<<10 {
-			*bp = (*bp)[:0]
-			bufPool.Put(bp)
-		}
-	}()
-	data, err := msg.AppendJSON((*bp)[:0])
+	// A fresh buffer per call: rdb may be a pipeline that sends the
+	// command only at Exec, long after Publish returned.
+	data, err := msg.MarshalJSON()
 	if err != nil {
 		return "", fmt.Errorf("%w (nothing was published)", err)
 	}
-	*bp = data
 	args := redis.XAddArgs{
 		Stream: stream,
 		Values: []any{DataField, data},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -192,4 +193,26 @@ func TestConsumerDecodesWhatPythonWrites(t *testing.T) {
 	b, err := got.Message.MarshalJSON()
 	require.NoError(t, err)
 	assert.Equal(t, raw, string(b))
+}
+
+func TestPublishThroughAPipeline(t *testing.T) {
+	rdb := newMini(t)
+	ctx := context.Background()
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, op := range []string{"op-1", "op-2", "op-3"} {
+			if _, err := Publish(ctx, p, "s", Message{OperationID: op, TaskID: "t", Success: true}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	entries, err := rdb.XRange(ctx, "s", "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, entries, 3)
+	for i, e := range entries {
+		var m Message
+		require.NoError(t, m.UnmarshalJSON([]byte(e.Values[DataField].(string))))
+		assert.Equal(t, fmt.Sprintf("op-%d", i+1), m.OperationID, "each queued XADD must keep its own message")
+	}
 }
