@@ -19,7 +19,7 @@ const (
 	DefaultDeadLetterSuffix = ":dead"
 	DefaultMaxLen           = 10000
 	DefaultBlock            = 5 * time.Second
-	DefaultBatchSize        = 100
+	DefaultBatchSize        = 500
 	DefaultConcurrency      = 16
 	DefaultClaimMinIdle     = 60 * time.Second
 	DefaultClaimInterval    = 5 * time.Second

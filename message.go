@@ -255,6 +255,21 @@ func (v fieldValue) content(data []byte) []byte { return data[v.start+1 : v.end-
 // share a single allocation, the only one decodeMessage makes on success
 // (so keeping any one of them keeps all three alive).
 func decodeMessage(data []byte, m *Message) error {
+	return decode(data, "", m)
+}
+
+// decodeMessageString is decodeMessage on the bytes of src, which is
+// immutable: ids and error text without escapes are returned as substrings
+// of src, without copying, and Result points into src's memory (read-only).
+// This is the consumer's hot path: go-redis hands entry fields over as
+// strings.
+func decodeMessageString(src string, m *Message) error {
+	return decode(stringBytes(src), src, m)
+}
+
+// decode implements decodeMessage; src, when not empty, is data as an
+// immutable string whose substrings may be returned.
+func decode(data []byte, src string, m *Message) error {
 	s := scanner{data: data}
 	s.skipWS()
 	if s.pos == len(data) {
@@ -351,12 +366,13 @@ func decodeMessage(data []byte, m *Message) error {
 	if err := s.end(); err != nil {
 		return err
 	}
-	return build(&fields, data, m)
+	return build(&fields, data, src, m)
 }
 
 // build checks the field values found in a syntactically valid message and,
-// if they are acceptable, fills m.
-func build(f *[numFields]fieldValue, data []byte, m *Message) error {
+// if they are acceptable, fills m. src is data as an immutable string, or
+// empty.
+func build(f *[numFields]fieldValue, data []byte, src string, m *Message) error {
 	op := f[fOperationID]
 	if err := checkID(op, fieldNames[fOperationID], data); err != nil {
 		return err
@@ -397,6 +413,20 @@ func build(f *[numFields]fieldValue, data []byte, m *Message) error {
 		return fieldError(fieldNames[fError], "want a string or null, got %s", kindName(ev.kind))
 	}
 	hasErr := ev.set && ev.kind == '"'
+
+	if src != "" && !op.escaped && !task.escaped && (!hasErr || !ev.escaped) {
+		// Nothing to unescape: substrings of the immutable source.
+		*m = Message{
+			OperationID: src[op.start+1 : op.end-1],
+			TaskID:      src[task.start+1 : task.end-1],
+			Success:     success,
+			Result:      result,
+		}
+		if hasErr {
+			m.Error = src[ev.start+1 : ev.end-1]
+		}
+		return nil
+	}
 
 	// All checks passed: materialise the strings in one allocation. A
 	// decoded string is never longer than its escaped form.

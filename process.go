@@ -41,15 +41,6 @@ func (r *run) worker(q <-chan *delivery) {
 // process takes one entry to its outcome: acknowledged, scheduled for a
 // retry, or dead-lettered.
 func (r *run) process(d *delivery) {
-	r.mu.Lock()
-	d.running = true
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		d.running = false
-		r.mu.Unlock()
-	}()
-
 	if d.badMsg != nil {
 		r.deadLetter(d, d.reason, d.badMsg)
 		return
@@ -105,9 +96,9 @@ func (r *run) process(d *delivery) {
 		return
 	}
 
-	c := Completion{Task: task, Message: d.msg, EntryID: d.id, Deliveries: d.count}
+	d.comp = Completion{Task: task, Message: d.msg, EntryID: d.id, Deliveries: d.count}
 	start := now()
-	err = r.call(ctx, &c, log)
+	err = r.call(ctx, &d.comp, log)
 	if r.cfg.Observer != nil {
 		kind := EventHandled
 		if err != nil {

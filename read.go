@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -106,9 +107,9 @@ func (r *run) readLoop() {
 			}
 			continue
 		}
-		for i := range msgs {
-			d := r.newDelivery(&msgs[i], 1)
-			if !r.dispatch(d, false) && r.stopped() {
+		ds := r.newDeliveries(msgs, nil)
+		for i := range ds {
+			if !r.dispatch(&ds[i], false) && r.stopped() {
 				return
 			}
 		}
@@ -157,9 +158,9 @@ func (r *run) handOwnPending(msgs []redis.XMessage) {
 			r.redisError("xack", err)
 		}
 	}
-	counts := r.deliveryCounts(live)
-	for i := range live {
-		d := r.newDelivery(&live[i], counts[i])
+	ds := r.newDeliveries(live, r.deliveryCounts(live))
+	for i := range ds {
+		d := &ds[i]
 		if r.dispatch(d, false) {
 			r.c.stats.reclaimed.Add(1)
 			r.observeDelivery(EventReclaimed, d)
@@ -209,30 +210,45 @@ func (r *run) reportDeleted(ids []string) {
 		slog.Int("count", len(ids)), slog.String("first_id", ids[0]))
 }
 
-// newDelivery decodes an entry into a delivery. Decoding failures are kept
-// on the delivery; the worker dead-letters it.
-func (r *run) newDelivery(m *redis.XMessage, count int64) *delivery {
+// newDeliveries decodes a batch of entries, in one allocation. counts are
+// their delivery counts; nil means first deliveries.
+func (r *run) newDeliveries(msgs []redis.XMessage, counts []int64) []delivery {
+	ds := make([]delivery, len(msgs))
 	r.mu.Lock()
 	epoch := r.epoch
 	r.mu.Unlock()
-	d := &delivery{id: m.ID, values: m.Values, count: count, epoch: epoch, touched: now(), retryIdx: -1}
+	t := now()
+	for i := range msgs {
+		count := int64(1)
+		if counts != nil {
+			count = counts[i]
+		}
+		r.initDelivery(&ds[i], &msgs[i], count, epoch, t)
+	}
+	return ds
+}
+
+// initDelivery decodes an entry into d. Decoding failures are kept on the
+// delivery; the worker dead-letters it.
+func (r *run) initDelivery(d *delivery, m *redis.XMessage, count int64, epoch uint64, touched time.Time) {
+	*d = delivery{id: m.ID, values: m.Values, count: count, epoch: epoch, touched: touched, retryIdx: -1}
 	raw, ok := m.Values[DataField]
 	if !ok {
 		d.badMsg, d.reason = fmt.Errorf("%w: the entry has no %q field", ErrMalformed, DataField), ReasonMalformed
-		return d
+		return
 	}
 	s, ok := raw.(string)
 	if !ok {
 		d.badMsg, d.reason = fmt.Errorf("%w: field %q is not a string", ErrMalformed, DataField), ReasonMalformed
-		return d
+		return
 	}
 	if len(s) > r.cfg.MaxPayloadBytes {
 		d.badMsg, d.reason = fmt.Errorf("%w: field %q holds %s bytes, over MaxPayloadBytes (%d)", ErrMalformed, DataField, strconv.Itoa(len(s)), r.cfg.MaxPayloadBytes), ReasonOversize
-		return d
+		return
 	}
-	if err := decodeMessage(stringBytes(s), &d.msg); err != nil {
+	if err := decodeMessageString(s, &d.msg); err != nil {
 		d.badMsg, d.reason = err, ReasonMalformed
-		return d
+		return
 	}
 	switch {
 	case len(d.msg.OperationID) > r.cfg.MaxIDBytes, len(d.msg.TaskID) > r.cfg.MaxIDBytes:
@@ -245,5 +261,4 @@ func (r *run) newDelivery(m *redis.XMessage, count int64) *delivery {
 		// original entry is kept whole in the dead letter.
 		d.msg = Message{}
 	}
-	return d
 }

@@ -77,9 +77,9 @@ func (r *run) claimOnce(cursor string) (string, int, bool) {
 	}
 	if len(live) > 0 {
 		r.log.Info("claimed stale pending entries", slog.Int("count", len(live)), slog.String("first_id", live[0].ID))
-		counts := r.deliveryCounts(live)
-		for i := range live {
-			d := r.newDelivery(&live[i], counts[i])
+		ds := r.newDeliveries(live, r.deliveryCounts(live))
+		for i := range ds {
+			d := &ds[i]
 			if r.dispatch(d, true) {
 				r.c.stats.reclaimed.Add(1)
 				r.observeDelivery(EventReclaimed, d)

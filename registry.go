@@ -68,8 +68,8 @@ func (f TaskRegistryFunc) LookupTask(ctx context.Context, operationID, taskID st
 // concurrent use.
 type MemoryRegistry struct {
 	mu     sync.RWMutex
-	byTask map[string]Task
-	byOp   map[string]string // operation id -> task id
+	byTask map[string]*Task
+	byOp   map[string]*Task
 }
 
 // Register adds or replaces t, indexed by its TaskID and, when set, its
@@ -78,12 +78,16 @@ func (r *MemoryRegistry) Register(t Task) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.byTask == nil {
-		r.byTask = make(map[string]Task)
-		r.byOp = make(map[string]string)
+		r.byTask = make(map[string]*Task)
+		r.byOp = make(map[string]*Task)
 	}
-	r.byTask[t.TaskID] = t
+	if old, ok := r.byTask[t.TaskID]; ok && old.OperationID != "" && r.byOp[old.OperationID] == old {
+		delete(r.byOp, old.OperationID)
+	}
+	p := &t
+	r.byTask[t.TaskID] = p
 	if t.OperationID != "" {
-		r.byOp[t.OperationID] = t.TaskID
+		r.byOp[t.OperationID] = p
 	}
 }
 
@@ -96,7 +100,7 @@ func (r *MemoryRegistry) Remove(taskID string) {
 		return
 	}
 	delete(r.byTask, taskID)
-	if t.OperationID != "" && r.byOp[t.OperationID] == taskID {
+	if t.OperationID != "" && r.byOp[t.OperationID] == t {
 		delete(r.byOp, t.OperationID)
 	}
 }
@@ -106,13 +110,11 @@ func (r *MemoryRegistry) Remove(taskID string) {
 func (r *MemoryRegistry) LookupTask(_ context.Context, operationID, taskID string) (Task, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if id, ok := r.byOp[operationID]; ok {
-		if t, ok := r.byTask[id]; ok {
-			return t, nil
-		}
+	if t, ok := r.byOp[operationID]; ok {
+		return *t, nil
 	}
 	if t, ok := r.byTask[taskID]; ok {
-		return t, nil
+		return *t, nil
 	}
 	return Task{}, fmt.Errorf("%w: operation %q, task %q", ErrTaskNotFound, operationID, taskID)
 }

@@ -73,9 +73,9 @@ type delivery struct {
 	msg    Message
 	badMsg error // decode failure; the entry will be dead-lettered
 	reason string
+	comp   Completion // handed to the handler; here to save an allocation
 
 	touched  time.Time // when Redis last reset the entry's idle time
-	running  bool      // a worker has it; leases renew it
 	retryAt  time.Time
 	retryIdx int // index in the retry queue, -1 when not queued
 }
