@@ -1,0 +1,236 @@
+package main
+
+import (
+	"fmt"
+	"html"
+	"io"
+	"strings"
+
+	"github.com/streamrelay/completion"
+)
+
+// machine describes where the figures were taken.
+type machine struct {
+	cpus                             int
+	goVer, goarch, redis, host, addr string
+	date                             string
+	load, loadEnd                    string // 1-minute load average at the start and the end
+}
+
+// row is the median figure of one implementation in one mode.
+type row struct {
+	impl        string
+	mode        string
+	concurrency int
+	m           measure
+}
+
+func (r row) label() string {
+	if r.impl == "completion" {
+		return fmt.Sprintf("completion c=%d", r.concurrency)
+	}
+	return r.impl
+}
+
+type report struct {
+	machine machine
+	opts    options
+	rows    []row
+}
+
+func (rep report) print(w io.Writer) {
+	for _, r := range rep.rows {
+		fmt.Fprintf(w, "RESULT impl=%s mode=%s concurrency=%d msgs_per_s=%.0f allocs_per_msg=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
+			r.impl, r.mode, r.concurrency, r.m.msgsPerS, r.m.allocsPerMsg, r.m.p50ms, r.m.p99ms, r.m.maxms)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprint(w, rep.table())
+	fmt.Fprintln(w)
+	fmt.Fprint(w, rep.ratios())
+	fmt.Fprintln(w)
+	fmt.Fprint(w, rep.targets())
+}
+
+func (rep report) settings() string {
+	o := rep.opts
+	return fmt.Sprintf("throughput backlog %d; latency %d msgs/s for %v; slow handler %v with backlog %d; median of %d run(s)",
+		o.n, o.rate, o.duration, o.slowDelay, max(1, o.n/10), o.runs)
+}
+
+// table is the markdown table of every row.
+func (rep report) table() string {
+	var b strings.Builder
+	b.WriteString("| impl | mode | concurrency | msgs/s | allocs/msg | p50 ms | p99 ms | max ms |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rep.rows {
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s |\n", r.impl, r.mode, r.concurrency,
+			num(r.m.msgsPerS, "%.0f"), num(r.m.allocsPerMsg, "%.1f"),
+			num(r.m.p50ms, "%.3f"), num(r.m.p99ms, "%.3f"), num(r.m.maxms, "%.3f"))
+	}
+	return b.String()
+}
+
+// num formats v, or "–" for a metric that does not apply.
+func num(v float64, format string) string {
+	if v == 0 {
+		return "–"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+func (rep report) find(impl, mode string, concurrency int) (row, bool) {
+	for _, r := range rep.rows {
+		if r.impl == impl && r.mode == mode && (concurrency == 0 || r.concurrency == concurrency) {
+			return r, true
+		}
+	}
+	return row{}, false
+}
+
+// ratios compares each completion throughput row with the peers.
+func (rep report) ratios() string {
+	var b strings.Builder
+	b.WriteString("Throughput of completion relative to the peers (higher is better):\n\n")
+	b.WriteString("| completion | vs python-loop | vs watermill | vs bare-go-redis | allocs/msg vs bare-go-redis |\n")
+	b.WriteString("|---|---:|---:|---:|---:|\n")
+	for _, r := range rep.rows {
+		if r.impl != "completion" || r.mode != modeThroughput {
+			continue
+		}
+		fmt.Fprintf(&b, "| concurrency=%d |", r.concurrency)
+		for _, peer := range []string{"python-loop", "watermill", "bare-go-redis"} {
+			p, ok := rep.find(peer, modeThroughput, 0)
+			if !ok || p.m.msgsPerS == 0 {
+				b.WriteString(" – |")
+				continue
+			}
+			fmt.Fprintf(&b, " %.2fx |", r.m.msgsPerS/p.m.msgsPerS)
+		}
+		if p, ok := rep.find("bare-go-redis", modeThroughput, 0); ok && p.m.allocsPerMsg > 0 {
+			fmt.Fprintf(&b, " %.2fx |\n", r.m.allocsPerMsg/p.m.allocsPerMsg)
+		} else {
+			b.WriteString(" – |\n")
+		}
+	}
+	return b.String()
+}
+
+// targets checks the library's goals, on the completion consumer at its
+// default concurrency (the slow-handler goal at concurrency 64).
+func (rep report) targets() string {
+	type goal struct {
+		what      string
+		got, want float64
+		atLeast   bool
+		unit      string
+	}
+	var goals []goal
+	def := completion.DefaultConcurrency
+	if c, ok := rep.find("completion", modeThroughput, def); ok {
+		for _, g := range []struct {
+			peer string
+			want float64
+		}{{"python-loop", 12}, {"watermill", 15}, {"bare-go-redis", 0.9}} {
+			if p, ok := rep.find(g.peer, modeThroughput, 0); ok && p.m.msgsPerS > 0 {
+				goals = append(goals, goal{"throughput vs " + g.peer, c.m.msgsPerS / p.m.msgsPerS, g.want, true, "x"})
+			}
+		}
+		goals = append(goals, goal{"allocs/msg", c.m.allocsPerMsg, 10, false, ""})
+	}
+	if c, ok := rep.find("completion", modeLatency, def); ok {
+		goals = append(goals, goal{fmt.Sprintf("latency p99 at %d msgs/s", rep.opts.rate), c.m.p99ms, 1, false, " ms"})
+	}
+	if c, ok := rep.find("completion", modeSlowHandler, 64); ok {
+		goals = append(goals, goal{fmt.Sprintf("%v handler, concurrency 64, msgs/s", rep.opts.slowDelay), c.m.msgsPerS, 40000, true, ""})
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Targets (completion at concurrency %d unless said):\n\n", def)
+	b.WriteString("| target | got | want | status |\n|---|---:|---:|---|\n")
+	for _, g := range goals {
+		status := "met"
+		if g.atLeast && g.got < g.want {
+			status = fmt.Sprintf("missed: %.2fx short", g.want/g.got)
+		} else if !g.atLeast && g.got > g.want {
+			status = fmt.Sprintf("missed: %.2fx over", g.got/g.want)
+		}
+		op := ">="
+		if !g.atLeast {
+			op = "<="
+		}
+		fmt.Fprintf(&b, "| %s | %s%s | %s %s%s | %s |\n", g.what, trim(g.got), g.unit, op, trim(g.want), g.unit, status)
+	}
+	return b.String()
+}
+
+func trim(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// markdown is results.md: the machine, the settings and the tables.
+func (rep report) markdown() string {
+	m := rep.machine
+	var b strings.Builder
+	b.WriteString("# Benchmark results\n\n")
+	fmt.Fprintf(&b, "- date: %s\n", m.date)
+	fmt.Fprintf(&b, "- machine: %s, %d CPUs (nproc), %s\n", m.host, m.cpus, m.goarch)
+	fmt.Fprintf(&b, "- Go: %s\n", m.goVer)
+	fmt.Fprintf(&b, "- redis-server: %s (from INFO), at %s\n", m.redis, m.addr)
+	if m.load != "" {
+		fmt.Fprintf(&b, "- load average (1 min): %s at the start, %s at the end (other work on the machine skews the figures)\n", m.load, m.loadEnd)
+	}
+	fmt.Fprintf(&b, "- settings: %s\n\n", rep.settings())
+	b.WriteString(rep.table())
+	b.WriteString("\n")
+	b.WriteString(rep.ratios())
+	b.WriteString("\n")
+	b.WriteString(rep.targets())
+	b.WriteString("\nProduced by `cd bench && go run .`; see README.md.\n")
+	return b.String()
+}
+
+// svg is a horizontal bar chart of throughput msgs/s per implementation.
+func (rep report) svg() string {
+	var bars []row
+	top := 0.0
+	for _, r := range rep.rows {
+		if r.mode == modeThroughput {
+			bars = append(bars, r)
+			top = max(top, r.m.msgsPerS)
+		}
+	}
+	const (
+		width, left, right, barH, gap, head = 760, 170, 110, 26, 12, 56
+	)
+	height := head + len(bars)*(barH+gap) + 30
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="13">`+"\n",
+		width, height, width, height)
+	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
+	fmt.Fprintf(&b, `<text x="%d" y="24" font-size="16" font-weight="bold">Throughput draining %d messages (msgs/s, higher is better)</text>`+"\n", left/8, rep.opts.n)
+	fmt.Fprintf(&b, `<text x="%d" y="42" fill="#555">%s</text>`+"\n", left/8,
+		html.EscapeString(fmt.Sprintf("%d CPUs, %s, redis %s, median of %d, %s", rep.machine.cpus, rep.machine.goVer, rep.machine.redis, rep.opts.runs, rep.machine.date)))
+	span := float64(width - left - right)
+	for i, r := range bars {
+		y := head + i*(barH+gap)
+		w := 0.0
+		if top > 0 {
+			w = r.m.msgsPerS / top * span
+		}
+		color := "#9aa5b1"
+		if r.impl == "completion" {
+			color = "#2f6fd0"
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", left-8, y+barH/2+5, html.EscapeString(r.label()))
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>`+"\n", left, y, max(w, 1), barH, color)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d">%.0f</text>`+"\n", float64(left)+max(w, 1)+6, y+barH/2+5, r.m.msgsPerS)
+	}
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333"/>`+"\n", left, head-4, left, head+len(bars)*(barH+gap)-gap+4)
+	b.WriteString("</svg>\n")
+	return b.String()
+}
