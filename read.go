@@ -86,8 +86,8 @@ func (r *run) readLoop() {
 			}
 			continue
 		}
-		if bo.n > 0 {
-			bo.reset()
+		bo.reset()
+		if State(r.state.Load()) == StateDegraded {
 			r.setState(StateRunning)
 			r.log.Info("redis is answering again; resuming")
 		}
