@@ -283,7 +283,6 @@ func (h *hub) closeAll() {
 	}
 }
 
-
 const page = `<!doctype html>
 <meta charset="utf-8">
 <title>completion: apiserver example</title>
