@@ -1,0 +1,231 @@
+// Command completion inspects and repairs a completion stream: its backlog,
+// consumer groups, pending entries and dead letters. It redrives dead
+// letters to the stream, purges them, publishes test completions and follows
+// the stream live.
+//
+//	go run ./cmd/completion help
+//	go run ./cmd/completion -addr localhost:6379 info
+//
+// Exit status: 0 on success, 1 when the command failed (Redis unreachable,
+// a Redis error), 2 on a usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+	"github.com/streamrelay/completion"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// quietLogger drops go-redis's own log lines (such as each failed dial);
+// the command reports the error that ends it.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+func main() {
+	redis.SetLogger(quietLogger{})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// globals are the flags every command accepts, before or after its name.
+type globals struct {
+	addr    string
+	stream  string
+	group   string
+	json    bool
+	timeout time.Duration
+}
+
+func defaultGlobals() globals {
+	addr := os.Getenv("REDIS_ADDR")
+	if addr == "" {
+		addr = "localhost:6379"
+	}
+	return globals{addr: addr, stream: completion.DefaultStream, group: completion.DefaultGroup, timeout: 10 * time.Second}
+}
+
+// register adds the global flags to fs, with their current values as
+// defaults, so that a command's flag set can override what came before the
+// command name.
+func (g *globals) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.addr, "addr", g.addr, "Redis `address` (host:port, or a redis:// URL); default $REDIS_ADDR or localhost:6379")
+	fs.StringVar(&g.stream, "stream", g.stream, "the completion `stream` key")
+	fs.StringVar(&g.group, "group", g.group, "the consumer `group`")
+	fs.BoolVar(&g.json, "json", g.json, "print JSON instead of tables")
+	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up after this `duration` (not for tail)")
+}
+
+// usageError is a command line the program cannot act on: exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// env is what a command runs with.
+type env struct {
+	g      globals
+	stdout io.Writer
+	stderr io.Writer
+	in     *completion.Inspector
+}
+
+// run is the program: it parses args (without the program name), runs the
+// command and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	g := defaultGlobals()
+	gfs := flag.NewFlagSet("completion", flag.ContinueOnError)
+	gfs.SetOutput(io.Discard)
+	g.register(gfs)
+	if err := gfs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printHelp(stdout)
+			return exitOK
+		}
+		return usageFailure(stderr, "", err)
+	}
+	rest := gfs.Args()
+	if len(rest) == 0 {
+		return usageFailure(stderr, "", errors.New("no command given"))
+	}
+	name, rest := rest[0], rest[1:]
+	if name == "help" {
+		if len(rest) == 0 {
+			printHelp(stdout)
+			return exitOK
+		}
+		cmd, ok := commandNamed(rest[0])
+		if !ok {
+			return usageFailure(stderr, "", fmt.Errorf("unknown command %q", rest[0]))
+		}
+		printCommandHelp(stdout, cmd)
+		return exitOK
+	}
+	cmd, ok := commandNamed(name)
+	if !ok {
+		return usageFailure(stderr, "", fmt.Errorf("unknown command %q", name))
+	}
+
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	g.register(fs)
+	prepare := cmd.setup(fs)
+	positional, err := parseInterspersed(fs, rest)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printCommandHelp(stdout, cmd)
+			return exitOK
+		}
+		return usageFailure(stderr, name, err)
+	}
+	act, err := prepare(positional)
+	if err != nil {
+		return usageFailure(stderr, name, err)
+	}
+	if g.timeout <= 0 {
+		return usageFailure(stderr, name, fmt.Errorf("-timeout is %v; it must be positive", g.timeout))
+	}
+
+	client, err := newClient(g.addr)
+	if err != nil {
+		return usageFailure(stderr, name, err)
+	}
+	defer client.Close()
+	in, err := completion.NewInspector(client, completion.InspectorConfig{Stream: g.stream, Group: g.group})
+	if err != nil {
+		return usageFailure(stderr, name, err)
+	}
+	if !cmd.endless {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, g.timeout)
+		defer cancel()
+	}
+	e := &env{g: g, stdout: stdout, stderr: stderr, in: in}
+	if err := act(ctx, e); err != nil {
+		var ue *usageError
+		if errors.As(err, &ue) {
+			return usageFailure(stderr, name, err)
+		}
+		if strings.HasPrefix(err.Error(), "completion: ") { // says what failed
+			fmt.Fprintln(stderr, err)
+		} else {
+			fmt.Fprintf(stderr, "completion %s: %v\n", name, err)
+		}
+		return exitError
+	}
+	return exitOK
+}
+
+// usageFailure reports a usage error and returns exit status 2.
+func usageFailure(stderr io.Writer, command string, err error) int {
+	if command == "" {
+		fmt.Fprintf(stderr, "completion: %v\nRun 'completion help' for usage.\n", err)
+	} else {
+		fmt.Fprintf(stderr, "completion %s: %v\nRun 'completion help %s' for usage.\n", command, err, command)
+	}
+	return exitUsage
+}
+
+// parseInterspersed parses flags anywhere among the positional arguments
+// ("redrive ID1 ID2 -json"), which package flag alone stops at. Everything
+// after "--" is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
+// newClient connects to addr: host:port, or a redis:// or rediss:// URL
+// (with user, password and database number).
+func newClient(addr string) (*redis.Client, error) {
+	var opts *redis.Options
+	if strings.Contains(addr, "://") {
+		o, err := redis.ParseURL(addr)
+		if err != nil {
+			return nil, fmt.Errorf("-addr %q: %w", addr, err)
+		}
+		opts = o
+	} else {
+		if addr == "" {
+			return nil, errors.New("-addr is empty")
+		}
+		opts = &redis.Options{Addr: addr}
+	}
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	return redis.NewClient(opts), nil
+}

@@ -1,0 +1,339 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/streamrelay/completion"
+)
+
+// print writes v as JSON under -json, or calls table otherwise.
+func (e *env) print(v any, table func() error) error {
+	if e.g.json {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	return table()
+}
+
+func writeJSONLine(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// ---------------------------------------------------------------------------
+// JSON views: the -json output is a contract of its own, so it is spelled
+// out here rather than derived from the library's types. Durations are
+// milliseconds, times RFC 3339.
+
+type infoJSON struct {
+	Stream           string      `json:"stream"`
+	Exists           bool        `json:"exists"`
+	Length           int64       `json:"length"`
+	FirstID          string      `json:"first_id"`
+	LastID           string      `json:"last_id"`
+	DeadLetterStream string      `json:"dead_letter_stream"`
+	DeadLetterLength int64       `json:"dead_letter_length"`
+	Groups           []groupJSON `json:"groups"`
+}
+
+type groupJSON struct {
+	Name            string         `json:"name"`
+	Pending         int64          `json:"pending"`
+	Lag             *int64         `json:"lag"` // null: Redis cannot tell
+	LastDeliveredID string         `json:"last_delivered_id"`
+	Consumers       []consumerJSON `json:"consumers"`
+}
+
+type consumerJSON struct {
+	Name    string `json:"name"`
+	Pending int64  `json:"pending"`
+	IdleMS  int64  `json:"idle_ms"`
+}
+
+func infoView(si completion.StreamInfo) infoJSON {
+	v := infoJSON{
+		Stream: si.Stream, Exists: si.Exists, Length: si.Length, FirstID: si.FirstID, LastID: si.LastID,
+		DeadLetterStream: si.DeadLetterStream, DeadLetterLength: si.DeadLetterLength,
+		Groups: []groupJSON{},
+	}
+	for _, g := range si.Groups {
+		gj := groupJSON{Name: g.Name, Pending: g.Pending, LastDeliveredID: g.LastDeliveredID, Consumers: []consumerJSON{}}
+		if g.LagKnown {
+			lag := g.Lag
+			gj.Lag = &lag
+		}
+		for _, c := range g.Consumers {
+			gj.Consumers = append(gj.Consumers, consumerJSON{Name: c.Name, Pending: c.Pending, IdleMS: c.Idle.Milliseconds()})
+		}
+		v.Groups = append(v.Groups, gj)
+	}
+	return v
+}
+
+type pendingJSON struct {
+	ID         string `json:"id"`
+	Consumer   string `json:"consumer"`
+	IdleMS     int64  `json:"idle_ms"`
+	Deliveries int64  `json:"deliveries"`
+}
+
+func pendingView(entries []completion.PendingEntry) []pendingJSON {
+	v := make([]pendingJSON, 0, len(entries))
+	for _, p := range entries {
+		v = append(v, pendingJSON{ID: p.ID, Consumer: p.Consumer, IdleMS: p.Idle.Milliseconds(), Deliveries: p.Deliveries})
+	}
+	return v
+}
+
+type deadJSON struct {
+	ID          string            `json:"id"`
+	Reason      string            `json:"reason"`
+	Error       string            `json:"error"`
+	Deliveries  int64             `json:"deliveries"`
+	Consumer    string            `json:"consumer"`
+	Group       string            `json:"group"`
+	Stream      string            `json:"stream"`
+	SourceID    string            `json:"source_id"`
+	Time        *time.Time        `json:"time"`
+	Message     json.RawMessage   `json:"message"` // the wire form; null when undecodable
+	DecodeError string            `json:"decode_error,omitempty"`
+	Fields      map[string]string `json:"fields"`
+}
+
+func deadView(dls []completion.DeadLetter) []deadJSON {
+	v := make([]deadJSON, 0, len(dls))
+	for _, dl := range dls {
+		d := deadJSON{
+			ID: dl.ID, Reason: dl.Reason, Error: dl.Error, Deliveries: dl.Deliveries,
+			Consumer: dl.Consumer, Group: dl.Group, Stream: dl.Stream, SourceID: dl.SourceID,
+			Message: messageJSON(dl.Message), DecodeError: errString(dl.DecodeErr), Fields: dl.Fields,
+		}
+		if !dl.Time.IsZero() {
+			t := dl.Time.UTC()
+			d.Time = &t
+		}
+		v = append(v, d)
+	}
+	return v
+}
+
+type entryJSON struct {
+	ID          string            `json:"id"`
+	Message     json.RawMessage   `json:"message"`
+	DecodeError string            `json:"decode_error,omitempty"`
+	Fields      map[string]string `json:"fields"`
+}
+
+func entryView(e completion.Entry) entryJSON {
+	return entryJSON{ID: e.ID, Message: messageJSON(e.Message), DecodeError: errString(e.DecodeErr), Fields: e.Fields}
+}
+
+type countView struct {
+	Redriven *int   `json:"redriven,omitempty"`
+	Purged   *int   `json:"purged,omitempty"`
+	Stream   string `json:"stream"`
+}
+
+type publishedView struct {
+	ID     string `json:"id"`
+	Stream string `json:"stream"`
+}
+
+// messageJSON returns m in its wire form, or JSON null.
+func messageJSON(m *completion.Message) json.RawMessage {
+	if m == nil {
+		return json.RawMessage("null")
+	}
+	b, err := m.MarshalJSON()
+	if err != nil {
+		return json.RawMessage("null")
+	}
+	return b
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// ---------------------------------------------------------------------------
+// Tables
+
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+func writeInfo(w io.Writer, si completion.StreamInfo) error {
+	tw := newTable(w)
+	now := time.Now()
+	if si.Exists {
+		fmt.Fprintf(tw, "Stream\t%s\n", si.Stream)
+	} else {
+		fmt.Fprintf(tw, "Stream\t%s (does not exist)\n", si.Stream)
+	}
+	fmt.Fprintf(tw, "Entries\t%d\n", si.Length)
+	if si.FirstID != "" {
+		fmt.Fprintf(tw, "First entry\t%s%s\n", si.FirstID, idAge(si.FirstID, now))
+		fmt.Fprintf(tw, "Last entry\t%s%s\n", si.LastID, idAge(si.LastID, now))
+	}
+	fmt.Fprintf(tw, "Dead letters\t%d in %s\n", si.DeadLetterLength, si.DeadLetterStream)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	if len(si.Groups) == 0 {
+		_, err := fmt.Fprintln(w, "No consumer groups.")
+		return err
+	}
+	tw = newTable(w)
+	fmt.Fprintln(tw, "GROUP\tCONSUMERS\tPENDING\tLAG\tLAST DELIVERED")
+	for _, g := range si.Groups {
+		lag := "?"
+		if g.LagKnown {
+			lag = strconv.FormatInt(g.Lag, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", g.Name, len(g.Consumers), g.Pending, lag, g.LastDeliveredID)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = newTable(w)
+	fmt.Fprintln(tw, "GROUP\tCONSUMER\tPENDING\tIDLE")
+	for _, g := range si.Groups {
+		if len(g.Consumers) == 0 {
+			fmt.Fprintf(tw, "%s\t(none)\t\t\n", g.Name)
+		}
+		for _, c := range g.Consumers {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", g.Name, c.Name, c.Pending, duration(c.Idle))
+		}
+	}
+	return tw.Flush()
+}
+
+func writePending(w io.Writer, group string, entries []completion.PendingEntry, count int) error {
+	if len(entries) == 0 {
+		_, err := fmt.Fprintf(w, "No pending entries in group %s.\n", group)
+		return err
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tCONSUMER\tIDLE\tDELIVERIES")
+	for _, p := range entries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", p.ID, p.Consumer, duration(p.Idle), p.Deliveries)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(entries) == count {
+		_, err := fmt.Fprintf(w, "(the oldest %d; -count shows more)\n", count)
+		return err
+	}
+	return nil
+}
+
+func writeDead(w io.Writer, dls []completion.DeadLetter, count int) error {
+	if len(dls) == 0 {
+		_, err := fmt.Fprintln(w, "No dead letters.")
+		return err
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tDEAD-LETTERED\tREASON\tDELIVERIES\tSOURCE ID\tOPERATION\tTASK\tERROR")
+	for _, dl := range dls {
+		when := "-"
+		if !dl.Time.IsZero() {
+			when = dl.Time.UTC().Format("2006-01-02 15:04:05")
+		}
+		op, task := "-", "-"
+		if dl.Message != nil {
+			op, task = dl.Message.OperationID, dl.Message.TaskID
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", dl.ID, when, dl.Reason, dl.Deliveries, dl.SourceID,
+			cell(op, 24), cell(task, 24), cell(dl.Error, 60))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(dls) == count {
+		_, err := fmt.Fprintf(w, "More may follow: completion dead -start '(%s'\n", dls[len(dls)-1].ID)
+		return err
+	}
+	return nil
+}
+
+// writeEntry prints one tailed entry on one line.
+func writeEntry(w io.Writer, e completion.Entry) error {
+	if e.Message == nil {
+		keys := make([]string, 0, len(e.Fields))
+		for k := range e.Fields {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var fields []string
+		for _, k := range keys {
+			fields = append(fields, k+"="+strconv.Quote(cell(e.Fields[k], 60)))
+		}
+		_, err := fmt.Fprintf(w, "%s  UNDECODABLE %s  %s\n", e.ID, cell(errString(e.DecodeErr), 100), strings.Join(fields, " "))
+		return err
+	}
+	m := e.Message
+	outcome := "ok"
+	detail := string(m.Result)
+	if !m.Success {
+		outcome, detail = "FAILED", strconv.Quote(m.Error)
+	}
+	if detail == "" {
+		detail = "null"
+	}
+	_, err := fmt.Fprintf(w, "%s  %s  op=%s task=%s  %s\n", e.ID, outcome, m.OperationID, m.TaskID, cell(detail, 120))
+	return err
+}
+
+// cell makes s fit a table cell: one line, at most n runes.
+func cell(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// duration rounds d for a table.
+func duration(d time.Duration) string {
+	switch {
+	case d >= time.Minute:
+		return d.Round(time.Second).String()
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Millisecond).String()
+}
+
+// idAge returns " (5m3s ago)" for a stream id, whose first part is its
+// creation time in Unix milliseconds.
+func idAge(id string, now time.Time) string {
+	msPart, _, _ := strings.Cut(id, "-")
+	ms, err := strconv.ParseInt(msPart, 10, 64)
+	if err != nil {
+		return ""
+	}
+	age := now.Sub(time.UnixMilli(ms))
+	if age < 0 {
+		age = 0
+	}
+	return " (" + duration(age) + " ago)"
+}

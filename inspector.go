@@ -1,0 +1,720 @@
+package completion
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultInspectCount is how many entries [Inspector.Pending] and
+// [Inspector.DeadLetters] return when asked for count 0.
+const DefaultInspectCount = 100
+
+// redrivePage is how many dead letters [Inspector.RedriveRange] reads at a
+// time.
+const redrivePage = 100
+
+// tailBlock is the BLOCK of each XREAD [Inspector.Tail] issues. go-redis
+// does not interrupt a blocked read when its context ends, so this bounds
+// how long Tail takes to return after that.
+const tailBlock = time.Second
+
+// InspectorClient is the set of go-redis commands an [Inspector] uses.
+// *redis.Client, *redis.ClusterClient, *redis.Ring and redis.UniversalClient
+// satisfy it. The inspector never closes it.
+type InspectorClient interface {
+	redis.Scripter
+	XAdd(ctx context.Context, a *redis.XAddArgs) *redis.StringCmd
+	XDel(ctx context.Context, stream string, ids ...string) *redis.IntCmd
+	XLen(ctx context.Context, stream string) *redis.IntCmd
+	XRangeN(ctx context.Context, stream, start, stop string, count int64) *redis.XMessageSliceCmd
+	XRevRangeN(ctx context.Context, stream, start, stop string, count int64) *redis.XMessageSliceCmd
+	XRead(ctx context.Context, a *redis.XReadArgs) *redis.XStreamSliceCmd
+	XInfoGroups(ctx context.Context, key string) *redis.XInfoGroupsCmd
+	XInfoConsumers(ctx context.Context, key, group string) *redis.XInfoConsumersCmd
+	XPendingExt(ctx context.Context, a *redis.XPendingExtArgs) *redis.XPendingExtCmd
+	XTrimMaxLen(ctx context.Context, key string, maxLen int64) *redis.IntCmd
+}
+
+// InspectorConfig names the keys an [Inspector] looks at. A zero field means
+// its default, given at the end of each field's comment; the defaults are
+// those of [Config], so an Inspector built from the zero InspectorConfig
+// looks at what a Consumer built from the zero Config uses.
+type InspectorConfig struct {
+	// Stream is the completion stream. Default DefaultStream.
+	Stream string
+	// Group is the consumer group [Inspector.Pending] looks at when it is
+	// given no group. Default DefaultGroup.
+	Group string
+	// DeadLetterStream is the stream consumers move failed entries to.
+	// Default DeadLetterStreamFor(Stream), as for a Consumer.
+	DeadLetterStream string
+}
+
+// Inspector looks at a completion stream, its consumer groups and its
+// dead-letter stream, and repairs them: it moves dead letters back to the
+// stream (redrive) or deletes them (purge). It is the library behind the
+// completion command (cmd/completion).
+//
+// Apart from [Inspector.Redrive], [Inspector.Purge], their variants and
+// [Inspector.PublishTest], it only reads: it never joins a consumer group,
+// so it does not disturb the consumers.
+//
+// An Inspector is safe for concurrent use, also by several processes at
+// once: see [Inspector.Redrive] for what that means for redrives.
+type Inspector struct {
+	client InspectorClient
+	cfg    InspectorConfig
+	atomic bool // redrive with one script per entry
+}
+
+// NewInspector returns an Inspector of the keys cfg names, with defaults
+// filled in. It returns an error wrapping [ErrInvalidConfig] when the
+// dead-letter stream is the stream itself.
+func NewInspector(client InspectorClient, cfg InspectorConfig) (*Inspector, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: the Redis client is nil", ErrInvalidConfig)
+	}
+	if cfg.Stream == "" {
+		cfg.Stream = DefaultStream
+	}
+	if cfg.Group == "" {
+		cfg.Group = DefaultGroup
+	}
+	if cfg.DeadLetterStream == "" {
+		cfg.DeadLetterStream = DeadLetterStreamFor(cfg.Stream)
+	}
+	if cfg.DeadLetterStream == cfg.Stream {
+		return nil, fmt.Errorf("%w: DeadLetterStream is %q; it must differ from Stream", ErrInvalidConfig, cfg.DeadLetterStream)
+	}
+	return &Inspector{client: client, cfg: cfg, atomic: sameNode(client, cfg.Stream, cfg.DeadLetterStream)}, nil
+}
+
+// Config returns the inspector's configuration, defaults filled in.
+func (in *Inspector) Config() InspectorConfig { return in.cfg }
+
+// sameNode reports whether a script may touch both keys: always on a single
+// node; in a cluster when they hash to the same slot; on a Ring (or an
+// unknown client) when they share a hash tag or are the same key shard-wise.
+func sameNode(client InspectorClient, a, b string) bool {
+	switch client.(type) {
+	case *redis.Client, *redis.Conn:
+		return true
+	case *redis.ClusterClient:
+		return keySlot(a) == keySlot(b)
+	}
+	return hashTag(a) == hashTag(b)
+}
+
+// hashTag returns the part of key that decides where it lives: the content
+// of its first non-empty {hash tag}, or the whole key.
+func hashTag(key string) string {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key[i+1 : i+1+j]
+		}
+	}
+	return key
+}
+
+// ---------------------------------------------------------------------------
+// Info
+
+// StreamInfo describes a completion stream, its consumer groups and its
+// dead-letter stream, as [Inspector.Info] found them.
+type StreamInfo struct {
+	// Stream is the stream's key.
+	Stream string
+	// Exists reports whether the key exists. A stream that does not exist
+	// has no entries and no groups.
+	Exists bool
+	// Length is the number of entries in the stream (XLEN). Acknowledged
+	// entries stay until the stream is trimmed.
+	Length int64
+	// FirstID and LastID are the ids of the oldest and newest entries, ""
+	// when the stream is empty.
+	FirstID, LastID string
+	// Groups are the stream's consumer groups, by name.
+	Groups []GroupInfo
+	// DeadLetterStream is the dead-letter stream's key.
+	DeadLetterStream string
+	// DeadLetterLength is the number of dead letters.
+	DeadLetterLength int64
+}
+
+// Group returns the group named name, and whether there is one.
+func (si StreamInfo) Group(name string) (GroupInfo, bool) {
+	for _, g := range si.Groups {
+		if g.Name == name {
+			return g, true
+		}
+	}
+	return GroupInfo{}, false
+}
+
+// GroupInfo describes a consumer group (XINFO GROUPS, XINFO CONSUMERS).
+type GroupInfo struct {
+	// Name is the group's name.
+	Name string
+	// Pending is the number of entries delivered to the group's consumers
+	// and not yet acknowledged.
+	Pending int64
+	// Lag is the number of entries not yet delivered to the group, when
+	// LagKnown is true. Redis cannot tell after entries between the group's
+	// position and the end of the stream were deleted (XDEL) or trimmed
+	// before delivery; it then reports no lag and LagKnown is false. Redis
+	// before 7.0 does not report lag at all (Lag is then 0).
+	Lag int64
+	// LagKnown reports whether Lag is meaningful.
+	LagKnown bool
+	// LastDeliveredID is the id of the last entry delivered to the group.
+	LastDeliveredID string
+	// Consumers are the group's consumers, by name.
+	Consumers []ConsumerInfo
+}
+
+// ConsumerInfo describes one consumer of a group.
+type ConsumerInfo struct {
+	// Name is the consumer's name (Config.Consumer).
+	Name string
+	// Pending is the number of entries the consumer holds unacknowledged.
+	Pending int64
+	// Idle is the time since the consumer last read (on Redis 7.0, since
+	// its last successful read).
+	Idle time.Duration
+}
+
+// Info returns the state of the stream, all its consumer groups with their
+// consumers, and the length of the dead-letter stream. A stream that does
+// not exist is no error: Info reports it with Exists false.
+//
+// The values are read with several commands, not as one snapshot: on a busy
+// stream they may disagree slightly.
+func (in *Inspector) Info(ctx context.Context) (StreamInfo, error) {
+	si := StreamInfo{Stream: in.cfg.Stream, DeadLetterStream: in.cfg.DeadLetterStream}
+	groups, err := in.client.XInfoGroups(ctx, in.cfg.Stream).Result()
+	switch {
+	case isNoSuchKey(err):
+		// Look at the dead letters all the same: they outlive the stream.
+	case err != nil:
+		return StreamInfo{}, fmt.Errorf("completion: info: read groups of stream %q: %w", in.cfg.Stream, err)
+	default:
+		si.Exists = true
+	}
+	if si.Exists {
+		if si.Length, err = in.client.XLen(ctx, in.cfg.Stream).Result(); err != nil {
+			return StreamInfo{}, fmt.Errorf("completion: info: length of stream %q: %w", in.cfg.Stream, err)
+		}
+		first, err := in.client.XRangeN(ctx, in.cfg.Stream, "-", "+", 1).Result()
+		if err != nil {
+			return StreamInfo{}, fmt.Errorf("completion: info: first entry of stream %q: %w", in.cfg.Stream, err)
+		}
+		last, err := in.client.XRevRangeN(ctx, in.cfg.Stream, "+", "-", 1).Result()
+		if err != nil {
+			return StreamInfo{}, fmt.Errorf("completion: info: last entry of stream %q: %w", in.cfg.Stream, err)
+		}
+		if len(first) > 0 {
+			si.FirstID = first[0].ID
+		}
+		if len(last) > 0 {
+			si.LastID = last[0].ID
+		}
+	}
+	sort.Slice(groups, func(i, j int) bool { return groups[i].Name < groups[j].Name })
+	for _, g := range groups {
+		gi := GroupInfo{
+			Name:            g.Name,
+			Pending:         g.Pending,
+			Lag:             max(g.Lag, 0),
+			LagKnown:        g.Lag >= 0,
+			LastDeliveredID: g.LastDeliveredID,
+		}
+		consumers, err := in.client.XInfoConsumers(ctx, in.cfg.Stream, g.Name).Result()
+		if err != nil {
+			return StreamInfo{}, fmt.Errorf("completion: info: consumers of group %q of stream %q: %w", g.Name, in.cfg.Stream, err)
+		}
+		sort.Slice(consumers, func(i, j int) bool { return consumers[i].Name < consumers[j].Name })
+		for _, c := range consumers {
+			gi.Consumers = append(gi.Consumers, ConsumerInfo{Name: c.Name, Pending: c.Pending, Idle: c.Idle})
+		}
+		si.Groups = append(si.Groups, gi)
+	}
+	if si.DeadLetterLength, err = in.client.XLen(ctx, in.cfg.DeadLetterStream).Result(); err != nil {
+		return StreamInfo{}, fmt.Errorf("completion: info: length of dead-letter stream %q: %w", in.cfg.DeadLetterStream, err)
+	}
+	return si, nil
+}
+
+// isNoSuchKey reports whether err is the reply of XINFO to a missing key.
+func isNoSuchKey(err error) bool {
+	return err != nil && isServerError(err) && strings.Contains(err.Error(), "no such key")
+}
+
+// ---------------------------------------------------------------------------
+// Pending
+
+// PendingEntry is an entry delivered to a consumer group and not yet
+// acknowledged (XPENDING, extended form).
+type PendingEntry struct {
+	// ID is the entry's id in the stream.
+	ID string
+	// Consumer is the consumer that holds it.
+	Consumer string
+	// Idle is the time since it was last delivered (or its claim renewed).
+	Idle time.Duration
+	// Deliveries is how many times it was delivered.
+	Deliveries int64
+}
+
+// Pending returns up to count pending entries of group, oldest first. An
+// empty group means the inspector's Group; count 0 means
+// DefaultInspectCount. A group that does not exist is an error (NOGROUP).
+func (in *Inspector) Pending(ctx context.Context, group string, count int) ([]PendingEntry, error) {
+	if group == "" {
+		group = in.cfg.Group
+	}
+	n, err := inspectCount(count)
+	if err != nil {
+		return nil, fmt.Errorf("completion: pending: %w", err)
+	}
+	res, err := in.client.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: in.cfg.Stream, Group: group, Start: "-", End: "+", Count: n,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("completion: pending entries of group %q of stream %q: %w", group, in.cfg.Stream, err)
+	}
+	out := make([]PendingEntry, len(res))
+	for i, p := range res {
+		out[i] = PendingEntry{ID: p.ID, Consumer: p.Consumer, Idle: p.Idle, Deliveries: p.RetryCount}
+	}
+	return out, nil
+}
+
+func inspectCount(count int) (int64, error) {
+	switch {
+	case count < 0:
+		return 0, fmt.Errorf("count is %d; it must be positive (0 means %d)", count, DefaultInspectCount)
+	case count == 0:
+		return DefaultInspectCount, nil
+	}
+	return int64(count), nil
+}
+
+// ---------------------------------------------------------------------------
+// Dead letters
+
+// DeadLetter is an entry of the dead-letter stream, parsed (see the
+// DeadLetter...Field constants for the format).
+type DeadLetter struct {
+	// ID is the entry's id in the dead-letter stream: the id to give
+	// [Inspector.Redrive] or [Inspector.Purge].
+	ID string
+	// Reason says why the entry was dead-lettered: one of the Reason
+	// constants.
+	Reason string
+	// Error is the error text, if there was one.
+	Error string
+	// Deliveries is how many times the entry had been delivered.
+	Deliveries int64
+	// Consumer, Group and Stream are the consumer that moved the entry,
+	// its group and the stream the entry came from.
+	Consumer, Group, Stream string
+	// SourceID is the entry's id in the stream it came from.
+	SourceID string
+	// Time is when it was dead-lettered; zero if the entry does not say.
+	Time time.Time
+	// Fields are the original entry's fields, exactly as they were in the
+	// source stream (a field renamed "orig_dl_..." on the way in has its
+	// name "dl_..." back). A redrive writes these.
+	Fields map[string]string
+	// Message is the original message, or nil when it could not be
+	// decoded; DecodeErr then says why.
+	Message *Message
+	// DecodeErr is the reason Message is nil.
+	DecodeErr error
+}
+
+// DeadLetters returns up to count dead letters, oldest first, starting at
+// id start ("" or "-" for the oldest; an id prefixed with "(" excludes that
+// id, which is how to ask for the page after the last one seen). count 0
+// means DefaultInspectCount.
+func (in *Inspector) DeadLetters(ctx context.Context, start string, count int) ([]DeadLetter, error) {
+	if start == "" {
+		start = "-"
+	}
+	n, err := inspectCount(count)
+	if err != nil {
+		return nil, fmt.Errorf("completion: dead letters: %w", err)
+	}
+	if strings.HasPrefix(start, "(") { // exclusive start without needing Redis 6.2
+		if start, err = nextID(start[1:]); err != nil {
+			return nil, fmt.Errorf("completion: dead letters: %w", err)
+		}
+	}
+	msgs, err := in.client.XRangeN(ctx, in.cfg.DeadLetterStream, start, "+", n).Result()
+	if err != nil {
+		return nil, fmt.Errorf("completion: read dead letters of %q from %q: %w", in.cfg.DeadLetterStream, start, err)
+	}
+	out := make([]DeadLetter, len(msgs))
+	for i, m := range msgs {
+		out[i] = parseDeadLetter(m)
+	}
+	return out, nil
+}
+
+func parseDeadLetter(m redis.XMessage) DeadLetter {
+	dl := DeadLetter{ID: m.ID, Fields: make(map[string]string, len(m.Values))}
+	for k, v := range m.Values {
+		s := fmt.Sprint(v)
+		switch k {
+		case DeadLetterReasonField:
+			dl.Reason = s
+		case DeadLetterErrorField:
+			dl.Error = s
+		case DeadLetterDeliveriesField:
+			dl.Deliveries, _ = strconv.ParseInt(s, 10, 64)
+		case DeadLetterConsumerField:
+			dl.Consumer = s
+		case DeadLetterGroupField:
+			dl.Group = s
+		case DeadLetterStreamField:
+			dl.Stream = s
+		case DeadLetterIDField:
+			dl.SourceID = s
+		case DeadLetterTimeField:
+			dl.Time, _ = time.Parse(time.RFC3339Nano, s)
+		default:
+			if name, ok := originalField(k); ok {
+				dl.Fields[name] = s
+			}
+		}
+	}
+	dl.Message, dl.DecodeErr = decodeFields(dl.Fields)
+	return dl
+}
+
+// originalField maps a dead-letter field name to the original entry's field
+// name, or reports false for the dead-letter's own fields.
+func originalField(name string) (string, bool) {
+	if strings.HasPrefix(name, deadLetterFieldPrefix) {
+		return "", false
+	}
+	if strings.HasPrefix(name, "orig_"+deadLetterFieldPrefix) {
+		return strings.TrimPrefix(name, "orig_"), true
+	}
+	return name, true
+}
+
+// decodeFields decodes the message in an entry's DataField.
+func decodeFields(fields map[string]string) (*Message, error) {
+	data, ok := fields[DataField]
+	if !ok {
+		return nil, fmt.Errorf("%w: the entry has no %q field", ErrMalformed, DataField)
+	}
+	var m Message
+	if err := m.UnmarshalJSON([]byte(data)); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// ---------------------------------------------------------------------------
+// Redrive and purge
+
+// redriveScript moves one dead letter back to its stream, if it is still
+// there, so that two concurrent redrives move it once.
+//
+// KEYS[1] dead-letter stream, KEYS[2] stream; ARGV[1] the dead letter's id.
+// Returns the new entry's id, or false when the dead letter is gone.
+var redriveScript = redis.NewScript(`
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #e == 0 then return false end
+local f = e[1][2]
+local args = {'XADD', KEYS[2], '*'}
+for i = 1, #f, 2 do
+  local name = f[i]
+  if string.sub(name, 1, 8) == 'orig_dl_' then
+    name = string.sub(name, 6)
+  elseif string.sub(name, 1, 3) == 'dl_' then
+    name = nil
+  end
+  if name then
+    table.insert(args, name); table.insert(args, f[i+1])
+  end
+end
+if #args == 3 then
+  return redis.error_reply('ERR dead letter ' .. ARGV[1] .. ' holds no original fields')
+end
+local id = redis.call(unpack(args))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
+`)
+
+// Redrive moves the dead letters with the given ids back to the stream, in
+// the order given, and returns how many it moved. An id that is not (or no
+// longer) in the dead-letter stream is skipped, so redriving twice moves
+// nothing the second time. Each moved entry gets a new id at the end of the
+// stream, with the original entry's fields (the dl_ fields removed, fields
+// renamed orig_dl_... named dl_... again), and is delivered to every group
+// as a new entry. The stream is not trimmed.
+//
+// The entries are always written to the inspector's Stream, whichever
+// stream their dl_stream field names.
+//
+// When both keys live on one node (a *redis.Client; in a cluster, keys in
+// one slot, as the default [DeadLetterStreamFor] is), each entry is moved by
+// one Lua script that checks the dead letter is still there, adds it to the
+// stream and deletes it, so that every dead letter is moved exactly once
+// even when several operators redrive at the same time. Otherwise the move is XRANGE, XADD, XDEL: a
+// crash between XADD and XDEL, or another redrive of the same entry at the
+// same moment, can add it to the stream twice (never lose it); consumers
+// must tolerate duplicates anyway.
+//
+// Redrive stops at the first error and returns the number moved so far
+// with it.
+func (in *Inspector) Redrive(ctx context.Context, ids ...string) (int, error) {
+	moved := 0
+	for _, id := range ids {
+		ok, err := in.redriveOne(ctx, id)
+		if err != nil {
+			return moved, err
+		}
+		if ok {
+			moved++
+		}
+	}
+	return moved, nil
+}
+
+func (in *Inspector) redriveOne(ctx context.Context, id string) (bool, error) {
+	wrap := func(err error) error {
+		return fmt.Errorf("completion: redrive dead letter %s from %q to %q: %w", id, in.cfg.DeadLetterStream, in.cfg.Stream, err)
+	}
+	if in.atomic {
+		err := redriveScript.Run(ctx, in.client, []string{in.cfg.DeadLetterStream, in.cfg.Stream}, id).Err()
+		switch {
+		case errors.Is(err, redis.Nil):
+			return false, nil
+		case err != nil:
+			return false, wrap(err)
+		}
+		return true, nil
+	}
+	msgs, err := in.client.XRangeN(ctx, in.cfg.DeadLetterStream, id, id, 1).Result()
+	if err != nil {
+		return false, wrap(err)
+	}
+	if len(msgs) == 0 {
+		return false, nil
+	}
+	values := make([]any, 0, 2*len(msgs[0].Values))
+	names := make([]string, 0, len(msgs[0].Values))
+	for k := range msgs[0].Values {
+		names = append(names, k)
+	}
+	sort.Strings(names) // a deterministic order; the original order is lost
+	for _, k := range names {
+		if name, ok := originalField(k); ok {
+			values = append(values, name, msgs[0].Values[k])
+		}
+	}
+	if len(values) == 0 {
+		return false, wrap(errors.New("the dead letter holds no original fields"))
+	}
+	if err := in.client.XAdd(ctx, &redis.XAddArgs{Stream: in.cfg.Stream, Values: values}).Err(); err != nil {
+		return false, wrap(err)
+	}
+	if err := in.client.XDel(ctx, in.cfg.DeadLetterStream, id).Err(); err != nil {
+		return true, wrap(fmt.Errorf("added to the stream, but not deleted from the dead-letter stream (redriving it again adds it twice): %w", err))
+	}
+	return true, nil
+}
+
+// RedriveRange redrives (see [Inspector.Redrive]) the dead letters with ids
+// from start to end, both included, oldest first, at most limit of them (0:
+// no limit). "-" and "+" mean the oldest and the newest; end "+" means the
+// newest when RedriveRange starts, so dead letters added meanwhile (perhaps
+// the same entries, failing again) are left alone. It returns how many it
+// moved.
+func (in *Inspector) RedriveRange(ctx context.Context, start, end string, limit int) (int, error) {
+	if limit < 0 {
+		return 0, fmt.Errorf("completion: redrive: limit is %d; it must be positive (0 means no limit)", limit)
+	}
+	if start == "" {
+		start = "-"
+	}
+	if end == "" || end == "+" {
+		last, err := in.client.XRevRangeN(ctx, in.cfg.DeadLetterStream, "+", "-", 1).Result()
+		if err != nil {
+			return 0, fmt.Errorf("completion: redrive: read the newest dead letter of %q: %w", in.cfg.DeadLetterStream, err)
+		}
+		if len(last) == 0 {
+			return 0, nil
+		}
+		end = last[0].ID
+	}
+	moved, seen := 0, 0
+	for limit == 0 || seen < limit {
+		n := int64(redrivePage)
+		if limit > 0 {
+			n = min(n, int64(limit-seen))
+		}
+		msgs, err := in.client.XRangeN(ctx, in.cfg.DeadLetterStream, start, end, n).Result()
+		if err != nil {
+			return moved, fmt.Errorf("completion: redrive: read dead letters of %q from %s to %s: %w", in.cfg.DeadLetterStream, start, end, err)
+		}
+		for _, m := range msgs {
+			ok, err := in.redriveOne(ctx, m.ID)
+			if err != nil {
+				return moved, err
+			}
+			if ok {
+				moved++
+			}
+		}
+		seen += len(msgs)
+		if int64(len(msgs)) < n {
+			break
+		}
+		if start, err = nextID(msgs[len(msgs)-1].ID); err != nil {
+			return moved, fmt.Errorf("completion: redrive: %w", err)
+		}
+	}
+	return moved, nil
+}
+
+// RedriveAll redrives every dead letter present when it starts (see
+// [Inspector.RedriveRange]) and returns how many it moved.
+func (in *Inspector) RedriveAll(ctx context.Context) (int, error) {
+	return in.RedriveRange(ctx, "-", "+", 0)
+}
+
+// Purge deletes the dead letters with the given ids and returns how many
+// there were. Unknown ids are skipped.
+func (in *Inspector) Purge(ctx context.Context, ids ...string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	n, err := in.client.XDel(ctx, in.cfg.DeadLetterStream, ids...).Result()
+	if err != nil {
+		return 0, fmt.Errorf("completion: purge dead letters from %q: %w", in.cfg.DeadLetterStream, err)
+	}
+	return int(n), nil
+}
+
+// PurgeAll deletes every dead letter, also those added while it runs, and
+// returns how many it deleted. It empties the dead-letter stream with
+// XTRIM MAXLEN 0 rather than deleting the key, so consumer groups someone
+// may have created on it survive.
+func (in *Inspector) PurgeAll(ctx context.Context) (int, error) {
+	n, err := in.client.XTrimMaxLen(ctx, in.cfg.DeadLetterStream, 0).Result()
+	if err != nil {
+		return 0, fmt.Errorf("completion: purge all dead letters of %q: %w", in.cfg.DeadLetterStream, err)
+	}
+	return int(n), nil
+}
+
+// ---------------------------------------------------------------------------
+// Publish and tail
+
+// PublishTest publishes msg to the inspector's stream with [Publish] (and
+// its options) and returns the new entry's id: a way to check, end to end,
+// that consumers are alive.
+func (in *Inspector) PublishTest(ctx context.Context, msg Message, opts ...PublishOption) (string, error) {
+	return Publish(ctx, in.client, in.cfg.Stream, msg, opts...)
+}
+
+// Entry is an entry of the stream, as [Inspector.Tail] hands it over.
+type Entry struct {
+	// ID is the entry's id.
+	ID string
+	// Fields are the entry's fields.
+	Fields map[string]string
+	// Message is the decoded message, or nil when the entry holds none that
+	// can be decoded; DecodeErr then says why.
+	Message *Message
+	// DecodeErr is the reason Message is nil.
+	DecodeErr error
+}
+
+// Tail follows the stream with XREAD BLOCK and calls fn with each entry
+// added after the entry with id from, in order, until ctx ends; then it
+// returns nil. from "" or "$" means entries added from now on; "0" means
+// every entry in the stream, then new ones. If fn returns an error, Tail
+// stops and returns it.
+//
+// Tail reads without a consumer group, so the consumers do not notice it,
+// and it sees every entry, whichever consumer handles it. It returns within
+// about a second of ctx ending.
+func (in *Inspector) Tail(ctx context.Context, from string, fn func(Entry) error) error {
+	if from == "" || from == "$" {
+		// Start after the current last entry, rather than sending "$"
+		// with every read, which would skip what arrives between reads.
+		last, err := in.client.XRevRangeN(ctx, in.cfg.Stream, "+", "-", 1).Result()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("completion: tail: read the last entry of %q: %w", in.cfg.Stream, err)
+		}
+		from = "0-0"
+		if len(last) > 0 {
+			from = last[0].ID
+		}
+	}
+	for ctx.Err() == nil {
+		res, err := in.client.XRead(ctx, &redis.XReadArgs{
+			Streams: []string{in.cfg.Stream, from}, Count: 100, Block: tailBlock,
+		}).Result()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, redis.Nil):
+			continue
+		case err != nil:
+			return fmt.Errorf("completion: tail stream %q after %s: %w", in.cfg.Stream, from, err)
+		}
+		for _, s := range res {
+			for _, m := range s.Messages {
+				e := Entry{ID: m.ID, Fields: make(map[string]string, len(m.Values))}
+				for k, v := range m.Values {
+					e.Fields[k] = fmt.Sprint(v)
+				}
+				e.Message, e.DecodeErr = decodeFields(e.Fields)
+				if err := fn(e); err != nil {
+					return err
+				}
+				from = m.ID
+			}
+		}
+	}
+	return nil
+}
+
+// nextID returns the smallest stream id greater than id ("ms-seq" or "ms").
+func nextID(id string) (string, error) {
+	msPart, seqPart, hasSeq := strings.Cut(id, "-")
+	ms, err := strconv.ParseUint(msPart, 10, 64)
+	if err != nil {
+		return "", fmt.Errorf("invalid stream id %q", id)
+	}
+	var seq uint64 // "ms" alone is ms-0, as Redis reads a start id
+	if hasSeq {
+		if seq, err = strconv.ParseUint(seqPart, 10, 64); err != nil {
+			return "", fmt.Errorf("invalid stream id %q", id)
+		}
+	}
+	if seq == ^uint64(0) {
+		if ms == ^uint64(0) {
+			return "", fmt.Errorf("no stream id follows %q", id)
+		}
+		return strconv.FormatUint(ms+1, 10) + "-0", nil
+	}
+	return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10), nil
+}
