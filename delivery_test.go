@@ -279,3 +279,44 @@ func TestStaleConsumersAreRemovedOnlyWhenTheyHoldNothing(t *testing.T) {
 		return !names["empty"] && names["holder"]
 	}, "the empty consumer should go, the holder stay")
 }
+
+// countingBatchRegistry is a BatchTaskRegistry over a MemoryRegistry that
+// counts its calls.
+type countingBatchRegistry struct {
+	*MemoryRegistry
+	single, batches, batchKeys atomic.Int64
+}
+
+func (r *countingBatchRegistry) LookupTask(ctx context.Context, op, task string) (Task, error) {
+	r.single.Add(1)
+	return r.MemoryRegistry.LookupTask(ctx, op, task)
+}
+
+func (r *countingBatchRegistry) LookupTasks(ctx context.Context, keys []TaskKey) ([]Task, []error) {
+	r.batches.Add(1)
+	r.batchKeys.Add(int64(len(keys)))
+	tasks, errs := make([]Task, len(keys)), make([]error, len(keys))
+	for i, k := range keys {
+		tasks[i], errs[i] = r.MemoryRegistry.LookupTask(ctx, k.OperationID, k.TaskID)
+	}
+	return tasks, errs
+}
+
+func TestConsumerUsesBatchLookups(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		stream := uniqueStream(t, b.rdb)
+		const n = 50
+		for i := 1; i <= n; i++ {
+			publish(t, b.rdb, stream, Message{OperationID: fmt.Sprintf("op-%d", i), TaskID: fmt.Sprintf("t-%d", i), Success: true})
+		}
+		publish(t, b.rdb, stream, Message{OperationID: "op-unknown", TaskID: "t-unknown", Success: true})
+		reg := &countingBatchRegistry{MemoryRegistry: registryWith(n)}
+		h := newRecorder()
+		c := newTestConsumer(t, b.rdb, reg, h, testConfig(stream))
+		startConsumer(t, c)
+		eventually(t, func() bool { st := c.Stats(); return st.Succeeded == n && st.DeadLettered == 1 }, "not all settled")
+		assert.Equal(t, int64(0), reg.single.Load(), "a batch read must not look tasks up one by one")
+		assert.Equal(t, int64(n+1), reg.batchKeys.Load())
+		assert.LessOrEqual(t, reg.batches.Load(), int64(3))
+	})
+}

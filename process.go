@@ -70,7 +70,11 @@ func (r *run) process(d *delivery) {
 		}
 	}
 
-	task, err := r.c.registry.LookupTask(ctx, d.msg.OperationID, d.msg.TaskID)
+	task, err := d.task, d.taskErr
+	if !d.prefetched {
+		task, err = r.c.registry.LookupTask(ctx, d.msg.OperationID, d.msg.TaskID)
+	}
+	d.prefetched, d.taskErr = false, nil // a redelivery looks it up afresh
 	if err != nil {
 		if !errors.Is(err, ErrTaskNotFound) {
 			r.c.stats.failed.Add(1)

@@ -108,6 +108,7 @@ func (r *run) readLoop() {
 			continue
 		}
 		ds := r.newDeliveries(msgs, nil)
+		r.prefetchTasks(ds)
 		for i := range ds {
 			if !r.dispatch(&ds[i], false) && r.stopped() {
 				return
@@ -260,5 +261,33 @@ func (r *run) initDelivery(d *delivery, m *redis.XMessage, count int64, epoch ui
 		// Keep oversize ids out of logs and dead-letter metadata; the
 		// original entry is kept whole in the dead letter.
 		d.msg = Message{}
+	}
+}
+
+// prefetchTasks looks up the tasks of a read batch in one call when the
+// registry offers batch lookups (BatchTaskRegistry, e.g. RedisRegistry:
+// one round trip for the batch instead of one per entry).
+func (r *run) prefetchTasks(ds []delivery) {
+	batch, ok := r.c.registry.(BatchTaskRegistry)
+	if !ok || len(ds) < 2 {
+		return
+	}
+	keys := make([]TaskKey, 0, len(ds))
+	idx := make([]int, 0, len(ds))
+	for i := range ds {
+		if ds[i].badMsg == nil {
+			keys = append(keys, TaskKey{OperationID: ds[i].msg.OperationID, TaskID: ds[i].msg.TaskID})
+			idx = append(idx, i)
+		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	tasks, errs := batch.LookupTasks(r.handlerCtx, keys)
+	if len(tasks) != len(keys) || len(errs) != len(keys) {
+		return // a broken implementation: look up one by one instead
+	}
+	for j, i := range idx {
+		ds[i].prefetched, ds[i].task, ds[i].taskErr = true, tasks[j], errs[j]
 	}
 }

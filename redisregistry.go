@@ -71,25 +71,6 @@ type RedisRegistryConfig struct {
 	TTL time.Duration
 }
 
-// TaskKey names a task to look up in a batch: by OperationID first and, when
-// the operation is not known, by TaskID, as [TaskRegistry.LookupTask] does.
-// Either may be empty.
-type TaskKey struct {
-	OperationID string
-	TaskID      string
-}
-
-// BatchTaskRegistry is a [TaskRegistry] that can also look up many tasks in
-// a few round trips. [RedisRegistry] implements it.
-//
-// LookupTasks returns one Task and one error per key, in the order of keys.
-// Each error is nil, wraps [ErrTaskNotFound], or reports a failure of the
-// registry, with the same meaning as LookupTask's.
-type BatchTaskRegistry interface {
-	TaskRegistry
-	LookupTasks(ctx context.Context, keys []TaskKey) ([]Task, []error)
-}
-
 // RedisRegistry is a [TaskRegistry] kept in Redis, in the layout of the Python
 // service's task registry (see [RedisRegistryConfig]), so Go and Python can
 // register and look up each other's tasks. It is safe for concurrent use.

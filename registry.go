@@ -55,6 +55,25 @@ type TaskRegistry interface {
 	LookupTask(ctx context.Context, operationID, taskID string) (Task, error)
 }
 
+// TaskKey names a task to look up: by operation id first, then by task id.
+type TaskKey struct {
+	OperationID string
+	TaskID      string
+}
+
+// BatchTaskRegistry is a [TaskRegistry] that can look up many tasks at
+// once. The consumer uses LookupTasks, when the registry has it, for each
+// batch of new entries it reads: one call (for [RedisRegistry], one round
+// trip) instead of one per entry.
+//
+// LookupTasks returns one Task and one error per key, in the order of keys.
+// Each error is nil, wraps [ErrTaskNotFound], or reports a failure of the
+// registry, with the same meaning as LookupTask's.
+type BatchTaskRegistry interface {
+	TaskRegistry
+	LookupTasks(ctx context.Context, keys []TaskKey) ([]Task, []error)
+}
+
 // TaskRegistryFunc adapts a function to a [TaskRegistry].
 type TaskRegistryFunc func(ctx context.Context, operationID, taskID string) (Task, error)
 

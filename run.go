@@ -75,6 +75,12 @@ type delivery struct {
 	reason string
 	comp   Completion // handed to the handler; here to save an allocation
 
+	// Set when a BatchTaskRegistry looked the task up for the whole read
+	// batch; a redelivery looks it up again.
+	prefetched bool
+	task       Task
+	taskErr    error
+
 	touched  time.Time // when Redis last reset the entry's idle time
 	retryAt  time.Time
 	retryIdx int // index in the retry queue, -1 when not queued
