@@ -18,6 +18,13 @@
 //	if err != nil { ... }
 //	err = c.Run(ctx) // blocks until ctx is cancelled
 //
+// The pieces beside the consumer: [RedisRegistry] is a [TaskRegistry] over
+// the Python service's Redis layout; [Inspector] (and the completion
+// command, cmd/completion) shows and repairs streams, pending entries and
+// dead letters; [Config.Observer] and [Chain] hook metrics and tracing in;
+// [Config.Partitions] with [WithPartitions] spreads one logical stream over
+// a Redis Cluster.
+//
 // # Delivery contract
 //
 // Delivery is at least once. An entry is acknowledged (XACK) only when its
