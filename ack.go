@@ -2,14 +2,19 @@ package completion
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
-// acker batches acknowledgements: it sends one XACK for up to BatchSize ids,
-// at most AckDelay after the first of them was queued. A failed XACK is
-// retried with backoff; the entries stay pending meanwhile, so at worst
-// they are delivered again. When ackerDone is closed it sends what it
-// holds, with a bounded wait, and returns.
+// acker batches acknowledgements and dead-letterings: one pipeline with one
+// XACK for up to BatchSize ids and the dead-letter moves, at most AckDelay
+// after the first of them was queued. A failed batch is retried with
+// backoff (every step is idempotent); the entries stay pending meanwhile, so
+// at worst they are delivered again. When ackerDone is closed it sends what
+// it holds, with a bounded wait, and returns.
 func (r *run) acker() {
 	batch := make([]*delivery, 0, r.cfg.BatchSize)
 	ids := make([]string, 0, r.cfg.BatchSize)
@@ -24,11 +29,7 @@ func (r *run) acker() {
 			if final {
 				ctx, cancel = context.WithTimeout(r.ioCtx, finalAckTimeout)
 			}
-			ids = r.currentIDs(ids[:0], batch)
-			var err error
-			if len(ids) > 0 {
-				err = r.c.client.XAck(ctx, r.cfg.Stream, r.cfg.Group, ids...).Err()
-			}
+			op, err := r.sendBatch(ctx, batch, &ids)
 			cancel()
 			if err == nil {
 				bo.reset()
@@ -36,7 +37,7 @@ func (r *run) acker() {
 				batch = batch[:0]
 				return
 			}
-			r.redisError("xack", err)
+			r.redisError(op, err)
 			if final {
 				// Give up: these entries stay pending and are delivered
 				// again later.
@@ -84,16 +85,95 @@ func (r *run) acker() {
 // finalAckTimeout bounds the last XACK at shutdown.
 const finalAckTimeout = 5 * time.Second
 
-// currentIDs appends to ids the ids of the deliveries of the current epoch:
-// an entry read before its stream was deleted is gone, and its id may now
-// name a new entry.
-func (r *run) currentIDs(ids []string, batch []*delivery) []string {
+// sendBatch acknowledges and dead-letters the deliveries of the current
+// epoch in batch (an entry read before its stream was deleted is gone, and
+// its id may now name a new entry): first the dead-letter XADDs of two-step
+// moves, then one pipeline with the XACK and the move scripts. ids is
+// scratch space. It returns an error, and the step that failed, when the
+// batch should be retried.
+func (r *run) sendBatch(ctx context.Context, batch []*delivery, ids *[]string) (string, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	epoch := r.epoch
+	r.mu.Unlock()
+	oneScript := r.atomicDeadLetter()
+	var twoStep, scripted []*delivery
+	*ids = (*ids)[:0]
 	for _, d := range batch {
-		if d.epoch == r.epoch {
-			ids = append(ids, d.id)
+		switch {
+		case d.epoch != epoch:
+		case d.dl == nil:
+			*ids = append(*ids, d.id)
+		case oneScript:
+			scripted = append(scripted, d)
+		default:
+			twoStep = append(twoStep, d)
 		}
 	}
-	return ids
+	if len(twoStep) > 0 {
+		cmds := make([]*redis.StringCmd, len(twoStep))
+		_, err := r.c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, d := range twoStep {
+				if !d.dl.added {
+					cmds[i] = p.XAdd(ctx, r.deadLetterXAdd(d))
+				}
+			}
+			return nil
+		})
+		for i, cmd := range cmds {
+			if cmd != nil && cmd.Err() == nil {
+				twoStep[i].dl.added = true
+			}
+		}
+		if err != nil {
+			return "dead-letter xadd", err
+		}
+		for _, d := range twoStep {
+			*ids = append(*ids, d.id)
+		}
+	}
+	if len(*ids) == 0 && len(scripted) == 0 {
+		return "", nil
+	}
+	keys := []string{r.cfg.Stream, r.cfg.DeadLetterStream}
+	scripts := make([]*redis.Cmd, len(scripted))
+	_, err := r.c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if len(*ids) > 0 {
+			p.XAck(ctx, r.cfg.Stream, r.cfg.Group, *ids...)
+		}
+		for i, d := range scripted {
+			scripts[i] = deadLetterScript.EvalSha(ctx, p, keys, r.deadLetterArgs(d)...)
+		}
+		return nil
+	})
+	if err != nil {
+		// The script may not be loaded yet (or any more, after a restart):
+		// run those one by one, which loads it.
+		for i, cmd := range scripts {
+			if e := cmd.Err(); e != nil && redis.HasErrorPrefix(e, "NOSCRIPT") {
+				scripts[i] = deadLetterScript.Run(ctx, r.c.client, keys, r.deadLetterArgs(scripted[i])...)
+			}
+		}
+		for _, cmd := range scripts {
+			if e := cmd.Err(); e != nil && !errors.Is(e, redis.Nil) {
+				return "dead-letter", e
+			}
+		}
+		if len(*ids) > 0 {
+			// The XACK may have failed as well: XACK is idempotent.
+			if err := r.c.client.XAck(ctx, r.cfg.Stream, r.cfg.Group, *ids...).Err(); err != nil {
+				return "xack", err
+			}
+		}
+	}
+	for _, d := range twoStep {
+		r.deadLettered(d)
+	}
+	for i, d := range scripted {
+		if n, _ := scripts[i].Int64(); n == 1 {
+			r.deadLettered(d)
+		} else {
+			r.log.Info("entry was no longer pending when it was to be dead-lettered (handled or trimmed meanwhile); nothing moved", slog.String("id", d.id))
+		}
+	}
+	return "", nil
 }

@@ -17,67 +17,90 @@ import (
 func BenchmarkConsumerDrain(b *testing.B) {
 	for _, conc := range []int{1, DefaultConcurrency} {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
-			rdb := redis.NewClient(&redis.Options{Addr: sharedRedisAddr(b)})
-			defer rdb.Close()
-			ctx := context.Background()
-			stream := uniqueStream(b, rdb)
-			reg := &MemoryRegistry{}
-			const tasks = 1000
-			for i := 0; i < tasks; i++ {
-				reg.Register(Task{TaskID: fmt.Sprintf("t-%d", i), SessionID: "s", ToolCallID: "tc", OperationID: fmt.Sprintf("op-%d", i)})
-			}
-			pipe := rdb.Pipeline()
-			for i := 0; i < b.N; i++ {
-				m := Message{OperationID: fmt.Sprintf("op-%d", i%tasks), TaskID: fmt.Sprintf("t-%d", i%tasks), Success: true, Result: []byte(`{"pages":3}`)}
-				data, _ := m.MarshalJSON()
-				pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{DataField, data}})
-				if pipe.Len() == 1000 {
-					if _, err := pipe.Exec(ctx); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
-			if _, err := pipe.Exec(ctx); err != nil && pipe.Len() > 0 {
-				b.Fatal(err)
-			}
-			var handled atomic.Int64
-			done := make(chan struct{})
-			n := int64(b.N)
-			h := HandlerFunc(func(ctx context.Context, c *Completion) error {
-				if handled.Add(1) == n {
-					close(done)
-				}
-				return nil
-			})
-			cfg := Config{Stream: stream, Group: "g", Consumer: "c", Concurrency: conc, BatchSize: 500, Logger: quietLogger()}
-			c, err := NewConsumer(rdb, reg, h, cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			runCtx, cancel := context.WithCancel(ctx)
-			runErr := make(chan error, 1)
-			b.ReportAllocs()
-			b.ResetTimer()
-			go func() { runErr <- c.Run(runCtx) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Minute):
-				b.Fatal("not drained")
-			}
-			// Wait for the last acks.
-			for {
-				p, err := rdb.XPending(ctx, stream, "g").Result()
-				if err == nil && p.Count == 0 {
-					break
-				}
-				time.Sleep(time.Millisecond)
-			}
-			b.StopTimer()
-			cancel()
-			if err := <-runErr; err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			benchDrain(b, conc, b.N, 0)
 		})
+	}
+}
+
+// BenchmarkPoisonFlood shows what poison entries cost healthy ones: b.N
+// healthy messages alone, b.N poison entries alone (each dead-lettered),
+// and both interleaved (50% poison). The mixed drain should take about as
+// long as the two alone together: poison costs its dead-lettering, nothing
+// more. Compare the ns/op of the three.
+func BenchmarkPoisonFlood(b *testing.B) {
+	b.Run("healthy", func(b *testing.B) { benchDrain(b, DefaultConcurrency, b.N, 0) })
+	b.Run("poison", func(b *testing.B) { benchDrain(b, DefaultConcurrency, 0, b.N) })
+	b.Run("mixed", func(b *testing.B) { benchDrain(b, DefaultConcurrency, b.N, b.N) })
+}
+
+// benchDrain publishes healthy messages and poison entries interleaved,
+// then times one consumer draining them all: healthy ones handled and
+// acknowledged, poison dead-lettered.
+func benchDrain(b *testing.B, conc, healthy, poison int) {
+	rdb := redis.NewClient(&redis.Options{Addr: sharedRedisAddr(b)})
+	defer rdb.Close()
+	ctx := context.Background()
+	stream := uniqueStream(b, rdb)
+	reg := &MemoryRegistry{}
+	const tasks = 1000
+	for i := 0; i < tasks; i++ {
+		reg.Register(Task{TaskID: fmt.Sprintf("t-%d", i), SessionID: "s", ToolCallID: "tc", OperationID: fmt.Sprintf("op-%d", i)})
+	}
+	pipe := rdb.Pipeline()
+	for i := 0; i < max(healthy, poison); i++ {
+		if i < healthy {
+			m := Message{OperationID: fmt.Sprintf("op-%d", i%tasks), TaskID: fmt.Sprintf("t-%d", i%tasks), Success: true, Result: []byte(`{"pages":3}`)}
+			data, _ := m.MarshalJSON()
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{DataField, data}})
+		}
+		if i < poison {
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{DataField, `{"operation_id":"op-1","task_id":`}})
+		}
+		if pipe.Len() >= 1000 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if pipe.Len() > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var handled atomic.Int64
+	h := HandlerFunc(func(ctx context.Context, c *Completion) error {
+		handled.Add(1)
+		return nil
+	})
+	cfg := Config{Stream: stream, Group: "g", Consumer: "c", Concurrency: conc, Logger: quietLogger()}
+	c, err := NewConsumer(rdb, reg, h, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	go func() { runErr <- c.Run(runCtx) }()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		st := c.Stats()
+		if st.Succeeded == int64(healthy) && st.DeadLettered == int64(poison) {
+			if p, err := rdb.XPending(ctx, stream, "g").Result(); err == nil && p.Count == 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("not drained: %+v", c.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	cancel()
+	if err := <-runErr; err != nil {
+		b.Fatal(err)
+	}
+	if n := healthy + poison; n > 0 {
+		b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "entries/s")
 	}
 }

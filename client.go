@@ -54,9 +54,10 @@ func (b *blockingReader) read(ctx context.Context, a *redis.XReadGroupArgs) ([]r
 		return b.client.XReadGroup(ctx, a).Result()
 	}
 	res, err := b.conn.XReadGroup(ctx, a).Result()
-	if err != nil && !errors.Is(err, redis.Nil) && !isServerError(err) {
+	if err != nil && !errors.Is(err, redis.Nil) && !isNoGroup(err) {
 		// The connection may be broken or, in a cluster, the slot may have
-		// moved: start afresh next time.
+		// moved (MOVED, ASK, CLUSTERDOWN: a dedicated connection does not
+		// follow redirections): start afresh, on the key's current master.
 		b.close()
 	}
 	return res, err

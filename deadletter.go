@@ -67,40 +67,34 @@ redis.call(unpack(args))
 return 1
 `)
 
-// deadLetter moves d to the dead-letter stream with its reason and
-// acknowledges it. Where the two keys may live on different nodes (a
-// cluster without a shared hash tag) it writes the dead letter first and
-// acknowledges second, so a crash in between leaves a duplicate, never a
-// loss. If Redis fails, the entry stays pending and is delivered again.
+// deadLetterReq is a dead-lettering the acker carries out.
+type deadLetterReq struct {
+	reason string
+	cause  error
+	fields []any
+	added  bool // two-step move: the XADD is done, the XACK is not
+}
+
+// deadLetter hands d to the acker to be moved to the dead-letter stream with
+// its reason and acknowledged; the acker batches these moves with the
+// acknowledgements in one pipeline. Where the two keys share a node the move
+// is one script (dead-letter only if still pending, and acknowledge);
+// otherwise (a cluster without a shared hash tag) the dead letter is written
+// first and acknowledged second, so a crash in between leaves a duplicate,
+// never a loss. If Redis fails, the entry stays pending and is delivered
+// again.
 func (r *run) deadLetter(d *delivery, reason string, cause error) {
 	if !r.current(d) { // its stream was deleted meanwhile
 		r.forget(d)
 		return
 	}
-	fields := r.deadLetterFields(d, reason, cause)
-	ctx := r.ioCtx
-	var err error
-	if r.atomicDeadLetter() {
-		args := make([]any, 0, 3+len(fields))
-		args = append(args, r.cfg.Group, d.id, r.cfg.DeadLetterMaxLen)
-		args = append(args, fields...)
-		err = deadLetterScript.Run(ctx, r.c.client, []string{r.cfg.Stream, r.cfg.DeadLetterStream}, args...).Err()
-	} else {
-		a := &redis.XAddArgs{Stream: r.cfg.DeadLetterStream, Values: fields}
-		if r.cfg.DeadLetterMaxLen > 0 {
-			a.MaxLen, a.Approx = r.cfg.DeadLetterMaxLen, true
-		}
-		err = r.c.client.XAdd(ctx, a).Err()
-		if err == nil {
-			err = r.c.client.XAck(ctx, r.cfg.Stream, r.cfg.Group, d.id).Err()
-		}
-	}
-	if err != nil {
-		r.redisError("dead-letter", err, slog.String("id", d.id))
-		r.forget(d) // stays pending; a reclaim brings it back
-		return
-	}
-	r.forget(d)
+	d.dl = &deadLetterReq{reason: reason, cause: cause, fields: r.deadLetterFields(d, reason, cause)}
+	r.ack(d)
+}
+
+// deadLettered records a completed move.
+func (r *run) deadLettered(d *delivery) {
+	reason, cause := d.dl.reason, d.dl.cause
 	r.c.stats.deadLettered.Add(1)
 	r.observe(Event{Kind: EventDeadLettered, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID,
 		Deliveries: d.count, Reason: reason, Err: cause})
@@ -109,6 +103,22 @@ func (r *run) deadLetter(d *delivery, reason string, cause error) {
 		slog.String("operation_id", d.msg.OperationID), slog.String("task_id", d.msg.TaskID),
 		slog.Int64("deliveries", d.count), slog.String("err", logText(errText(cause))),
 		slog.String("dead_letter_stream", r.cfg.DeadLetterStream))
+}
+
+// deadLetterArgs returns the script arguments for d's move.
+func (r *run) deadLetterArgs(d *delivery) []any {
+	args := make([]any, 0, 3+len(d.dl.fields))
+	args = append(args, r.cfg.Group, d.id, r.cfg.DeadLetterMaxLen)
+	return append(args, d.dl.fields...)
+}
+
+// deadLetterXAdd returns the XADD of d's dead letter, for the two-step move.
+func (r *run) deadLetterXAdd(d *delivery) *redis.XAddArgs {
+	a := &redis.XAddArgs{Stream: r.cfg.DeadLetterStream, Values: d.dl.fields}
+	if r.cfg.DeadLetterMaxLen > 0 {
+		a.MaxLen, a.Approx = r.cfg.DeadLetterMaxLen, true
+	}
+	return a
 }
 
 // atomicDeadLetter reports whether the move can be one script: always on a

@@ -13,17 +13,21 @@ import (
 // each id, if XPENDING says this consumer holds it, XCLAIM ... JUSTID resets
 // its idle time (without counting a delivery), so XAUTOCLAIM elsewhere does
 // not take it. Entries owned by someone else are not touched; their ids are
-// returned.
+// returned. Entries no longer pending at all (acknowledged meanwhile, by
+// this consumer's acker or after a reclaim elsewhere, or trimmed) are
+// skipped: the acker or the reclaimer reports those.
 //
 // KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3..] ids.
 var leaseScript = redis.NewScript(`
 local lost = {}
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p == 1 and p[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-  else
-    table.insert(lost, ARGV[i])
+  if #p == 1 then
+    if p[1][2] == ARGV[2] then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    else
+      table.insert(lost, ARGV[i])
+    end
   end
 end
 return lost
