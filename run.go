@@ -73,7 +73,7 @@ type delivery struct {
 	msg    Message
 	badMsg error // decode failure; the entry will be dead-lettered
 	reason string
-	comp   Completion // handed to the handler; here to save an allocation
+	comp   Completion     // handed to the handler; here to save an allocation
 	dl     *deadLetterReq // set when the acker is to dead-letter it
 
 	// Set when a BatchTaskRegistry looked the task up for the whole read
