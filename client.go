@@ -91,14 +91,17 @@ func (b *blockingReader) open(ctx context.Context) {
 }
 
 // unblock ends a blocked read on the dedicated connection, if there is one.
-// It reports whether a blocked client was found. Safe to call from another
-// goroutine than read; the id is read under the caller's synchronisation.
-func unblock(ctx context.Context, owner *redis.Client, id int64) bool {
+// It returns a server error when Redis refuses CLIENT UNBLOCK (e.g. an ACL
+// without it): then the read ends by itself within Config.Block.
+func unblock(ctx context.Context, owner *redis.Client, id int64) error {
 	if owner == nil {
-		return false
+		return nil
 	}
-	n, err := owner.ClientUnblock(ctx, id).Result()
-	return err == nil && n == 1
+	err := owner.ClientUnblock(ctx, id).Err()
+	if isServerError(err) {
+		return err
+	}
+	return nil
 }
 
 func (b *blockingReader) close() {
@@ -129,12 +132,18 @@ func isFatal(err error) bool {
 		return false
 	}
 	msg := err.Error()
-	for _, p := range []string{"NOPERM", "NOAUTH", "WRONGPASS", "WRONGTYPE"} {
+	for _, p := range []string{
+		"NOPERM", "NOAUTH", "WRONGPASS", "WRONGTYPE", "ERR unknown command",
+		// A command or key a script runs into is refused with ERR, not
+		// NOPERM: Redis 7.0 and 7.2+ word it so.
+		"ERR The user executing the script can't",
+		"ERR ACL failure in script",
+	} {
 		if strings.HasPrefix(msg, p) {
 			return true
 		}
 	}
-	return strings.HasPrefix(msg, "ERR unknown command")
+	return false
 }
 
 // isNoGroup reports whether err says the group or the stream is gone (the

@@ -157,6 +157,7 @@ func (r *run) run(ctx context.Context) error {
 	}()
 
 	if err := r.createGroup(); err != nil {
+		r.fail(err)
 		close(readerDone)
 		<-watchDone
 		r.reader.close()
@@ -247,7 +248,10 @@ func (r *run) interruptReader(readerDone <-chan struct{}) {
 		r.readerMu.Lock()
 		owner, id := r.reader.owner, r.reader.id
 		r.readerMu.Unlock()
-		unblock(ctx, owner, id)
+		if err := unblock(ctx, owner, id); err != nil {
+			r.log.Info("cannot interrupt the blocked read (CLIENT UNBLOCK refused); stopping once it times out", slog.Any("err", err), slog.Duration("block", r.cfg.Block))
+			return
+		}
 		select {
 		case <-readerDone:
 			return
