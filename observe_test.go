@@ -210,3 +210,55 @@ func TestHandlerThatNeverReturnsCannotBlockShutdown(t *testing.T) {
 	}
 	assert.Equal(t, int64(1), pendingCount(t, rdb, stream, "g"), "the entry stays pending")
 }
+
+// slowAcks is a RedisClient whose pipelines (the acker's XACKs) hang until
+// released, as a Redis that stopped answering writes would.
+type slowAcks struct {
+	*redis.Client
+	release chan struct{}
+}
+
+func (s *slowAcks) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+	<-s.release
+	return s.Client.Pipelined(ctx, fn)
+}
+
+func TestSlowRedisCannotGrowWhatTheConsumerHolds(t *testing.T) {
+	rdb := newMini(t)
+	ctx := context.Background()
+	stream := uniqueStream(t, rdb)
+	const n = 3000
+	pipe := rdb.Pipeline()
+	for i := 0; i < n; i++ {
+		m := Message{OperationID: "op-1", TaskID: "t-1", Success: true}
+		data, _ := m.MarshalJSON()
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{DataField, data}})
+	}
+	_, err := pipe.Exec(ctx)
+	require.NoError(t, err)
+
+	slow := &slowAcks{Client: rdb, release: make(chan struct{})}
+	cfg := testConfig(stream)
+	cfg.BatchSize, cfg.Concurrency = 50, 4
+	c := newTestConsumer(t, slow, registryWith(1), HandlerFunc(func(context.Context, *Completion) error { return nil }), cfg)
+	stop := startConsumer(t, c)
+
+	// Wait until the consumer stops taking entries in, then check what it
+	// holds against the bound: a read batch in hand, the worker queue and
+	// workers, the ack channel and the acker's batch.
+	bound := int64(3*cfg.BatchSize + 2*cfg.Concurrency)
+	var last int64 = -1
+	eventually(t, func() bool {
+		d := c.Stats().Delivered
+		steady := d == last && d > 0
+		last = d
+		time.Sleep(50 * time.Millisecond)
+		return steady
+	}, "the consumer kept taking entries in while its acks hung")
+	st := c.Stats()
+	assert.LessOrEqual(t, st.InFlight, bound, "entries held while Redis does not answer")
+	assert.LessOrEqual(t, st.Delivered, bound)
+	close(slow.release)
+	eventually(t, func() bool { return c.Stats().Succeeded == n }, "not all handled once Redis answered")
+	require.NoError(t, stop())
+}
