@@ -33,7 +33,7 @@ func (r *run) acker() {
 			cancel()
 			if err == nil {
 				bo.reset()
-				r.forget(batch...)
+				r.done(batch...)
 				batch = batch[:0]
 				return
 			}

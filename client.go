@@ -21,6 +21,7 @@ type RedisClient interface {
 	XPendingExt(ctx context.Context, a *redis.XPendingExtArgs) *redis.XPendingExtCmd
 	XClaim(ctx context.Context, a *redis.XClaimArgs) *redis.XMessageSliceCmd
 	XAck(ctx context.Context, stream, group string, ids ...string) *redis.IntCmd
+	XRange(ctx context.Context, stream, start, stop string) *redis.XMessageSliceCmd
 	XAdd(ctx context.Context, a *redis.XAddArgs) *redis.StringCmd
 	Exists(ctx context.Context, keys ...string) *redis.IntCmd
 	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd

@@ -72,11 +72,13 @@ type Stats struct {
 	// pending list.
 	Reclaimed int64
 	// DeletedWhilePending counts entries that were trimmed or deleted from
-	// the stream while pending; Redis drops them from the pending list and
-	// their content is gone.
+	// the stream while pending and not held by this consumer; Redis drops
+	// them from the pending list and their content is gone. (One that
+	// another consumer still held in memory may yet be completed by it.)
 	DeletedWhilePending int64
 	// LeasesLost counts entries this consumer was handling that another
-	// consumer took over (its handler may then run twice).
+	// consumer took over (its handler may then run twice). It is a lower
+	// bound: a takeover whose new owner acknowledged first goes unseen.
 	LeasesLost int64
 	// RedisErrors counts failed Redis calls.
 	RedisErrors int64

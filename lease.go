@@ -54,7 +54,7 @@ func (r *run) leaser(stop <-chan struct{}) {
 		r.mu.Lock()
 		var ids []any
 		for id, d := range r.tracked {
-			if d.retryIdx < 0 && !d.touched.After(cutoff) {
+			if d.retryIdx == notQueued && !d.touched.After(cutoff) {
 				ids = append(ids, id)
 			}
 		}

@@ -58,7 +58,13 @@ func (r *run) readLoop() {
 			args.Streams[1] = ">"
 			args.Block = r.cfg.Block
 		}
+		if ownPending {
+			r.guard() // until its entries are tracked: see run.acked
+		}
 		streams, err := r.read(&args)
+		if ownPending && err != nil {
+			r.unguard()
+		}
 		if err != nil {
 			if errors.Is(err, redis.Nil) { // BLOCK timed out, or unblocked
 				continue
@@ -96,21 +102,21 @@ func (r *run) readLoop() {
 			msgs = streams[0].Messages
 		}
 		if ownPending {
-			if len(msgs) == 0 {
-				ownPending = false
-				continue
+			if len(msgs) > 0 {
+				r.handOwnPending(msgs)
+				cursor = msgs[len(msgs)-1].ID
 			}
-			r.handOwnPending(msgs)
-			cursor = msgs[len(msgs)-1].ID
+			r.unguard()
 			if len(msgs) < r.cfg.BatchSize {
 				ownPending = false
 			}
 			continue
 		}
-		ds := r.newDeliveries(msgs, nil)
-		r.prefetchTasks(ds)
-		for i := range ds {
-			if !r.dispatch(&ds[i], false) && r.stopped() {
+		held := r.trackBatch(r.newDeliveries(msgs, nil), false)
+		r.prefetchTasks(held)
+		for _, d := range held {
+			if !r.dispatch(d) {
+				r.forgetFrom(held, d)
 				return
 			}
 		}
@@ -159,19 +165,49 @@ func (r *run) handOwnPending(msgs []redis.XMessage) {
 			r.redisError("xack", err)
 		}
 	}
-	ds := r.newDeliveries(live, r.deliveryCounts(live))
-	for i := range ds {
-		d := &ds[i]
-		if r.dispatch(d, false) {
-			r.c.stats.reclaimed.Add(1)
-			r.observeDelivery(EventReclaimed, d)
+	r.dispatchReclaimed(live, false)
+}
+
+// dispatchReclaimed tracks and dispatches entries claimed with XAUTOCLAIM or
+// re-read from the own pending list, after asking XPENDING for their
+// delivery counts. Entries XPENDING no longer lists were acknowledged
+// meanwhile and are dropped.
+func (r *run) dispatchReclaimed(msgs []redis.XMessage, preempt bool) {
+	if len(msgs) == 0 {
+		return
+	}
+	ds := r.newDeliveries(msgs, r.deliveryCounts(msgs))
+	keep := ds[:0]
+	for _, d := range ds {
+		if d.count > 0 {
+			keep = append(keep, d)
+		}
+	}
+	held := r.trackBatch(keep, preempt)
+	for _, d := range held {
+		if !r.dispatch(d) {
+			r.forgetFrom(held, d)
+			return
+		}
+		r.c.stats.reclaimed.Add(1)
+		r.observeDelivery(EventReclaimed, d)
+	}
+}
+
+// forgetFrom forgets the deliveries of held from d on: the run stopped
+// before they were dispatched; they stay pending.
+func (r *run) forgetFrom(held []*delivery, d *delivery) {
+	for i, h := range held {
+		if h == d {
+			r.forget(held[i:]...)
+			return
 		}
 	}
 }
 
 // deliveryCounts asks XPENDING for the delivery count of each entry, in one
-// pipelined round trip. Where it cannot tell, it assumes 1 more than the
-// first delivery.
+// pipelined round trip. An entry XPENDING does not list any more gets 0 (it
+// was acknowledged meanwhile); where XPENDING cannot tell (an error), 2.
 func (r *run) deliveryCounts(msgs []redis.XMessage) []int64 {
 	counts := make([]int64, len(msgs))
 	for i := range counts {
@@ -193,7 +229,12 @@ func (r *run) deliveryCounts(msgs []redis.XMessage) []int64 {
 		r.redisError("xpending", err)
 	}
 	for i, cmd := range cmds {
-		if p, err := cmd.Result(); err == nil && len(p) == 1 && p[0].RetryCount > 0 {
+		p, err := cmd.Result()
+		switch {
+		case err != nil:
+		case len(p) == 0:
+			counts[i] = 0
+		case p[0].RetryCount > 0:
 			counts[i] = p[0].RetryCount
 		}
 	}
@@ -267,16 +308,16 @@ func (r *run) initDelivery(d *delivery, m *redis.XMessage, count int64, epoch ui
 // prefetchTasks looks up the tasks of a read batch in one call when the
 // registry offers batch lookups (BatchTaskRegistry, e.g. RedisRegistry:
 // one round trip for the batch instead of one per entry).
-func (r *run) prefetchTasks(ds []delivery) {
+func (r *run) prefetchTasks(ds []*delivery) {
 	batch, ok := r.c.registry.(BatchTaskRegistry)
 	if !ok || len(ds) < 2 {
 		return
 	}
 	keys := make([]TaskKey, 0, len(ds))
 	idx := make([]int, 0, len(ds))
-	for i := range ds {
-		if ds[i].badMsg == nil {
-			keys = append(keys, TaskKey{OperationID: ds[i].msg.OperationID, TaskID: ds[i].msg.TaskID})
+	for i, d := range ds {
+		if d.badMsg == nil {
+			keys = append(keys, TaskKey{OperationID: d.msg.OperationID, TaskID: d.msg.TaskID})
 			idx = append(idx, i)
 		}
 	}

@@ -44,9 +44,11 @@ func (r *run) reclaimer() {
 }
 
 // claimOnce runs one XAUTOCLAIM from cursor and dispatches what it claimed.
-// It returns the next cursor, how many entries it examined that came back,
-// and false on error.
+// It returns the next cursor, how many entries came back, and false on
+// error.
 func (r *run) claimOnce(cursor string) (string, int, bool) {
+	r.guard() // until its entries are tracked: see run.acked
+	defer r.unguard()
 	msgs, next, deleted, err := r.c.client.XAutoClaimWithDeleted(r.ioCtx, &redis.XAutoClaimArgs{
 		Stream: r.cfg.Stream, Group: r.cfg.Group, Consumer: r.cfg.Consumer,
 		MinIdle: r.cfg.ClaimMinIdle, Start: cursor, Count: int64(r.cfg.BatchSize),
@@ -64,32 +66,50 @@ func (r *run) claimOnce(cursor string) (string, int, bool) {
 		}
 		return "0-0", 0, false
 	}
-	if len(deleted) > 0 {
-		r.reportDeleted(deleted)
-	}
 	live := msgs[:0:0]
 	for _, m := range msgs {
 		if m.Values == nil { // deleted, on servers that report it this way
-			r.reportDeleted([]string{m.ID})
+			deleted = append(deleted, m.ID)
 			continue
 		}
 		live = append(live, m)
 	}
+	if len(deleted) > 0 {
+		r.reportDeletedUnlessHeld(deleted)
+	}
 	if len(live) > 0 {
 		r.log.Info("claimed stale pending entries", slog.Int("count", len(live)), slog.String("first_id", live[0].ID))
-		ds := r.newDeliveries(live, r.deliveryCounts(live))
-		for i := range ds {
-			d := &ds[i]
-			if r.dispatch(d, true) {
-				r.c.stats.reclaimed.Add(1)
-				r.observeDelivery(EventReclaimed, d)
-			} else if r.stopped() {
-				break
-			}
-		}
+		r.dispatchReclaimed(live, true)
 	}
 	if next == "" {
 		next = "0-0"
 	}
 	return next, len(msgs) + len(deleted), true
+}
+
+// reportDeletedUnlessHeld reports the entries XAUTOCLAIM found deleted from
+// the stream, except those this consumer holds in memory and is handling:
+// Redis drops every deleted entry from the pending list, whoever holds it,
+// but a held one is not lost. (Another consumer may likewise still complete
+// an entry counted here.) An entry waiting here for its retry is lost: it is
+// forgotten and counted.
+func (r *run) reportDeletedUnlessHeld(ids []string) {
+	lost := ids[:0:0]
+	var waiting []*delivery
+	r.mu.Lock()
+	for _, id := range ids {
+		d, ok := r.tracked[id]
+		switch {
+		case !ok:
+			lost = append(lost, id)
+		case d.retryIdx >= 0:
+			lost = append(lost, id)
+			waiting = append(waiting, d)
+		}
+	}
+	r.mu.Unlock()
+	r.forget(waiting...)
+	if len(lost) > 0 {
+		r.reportDeleted(lost)
+	}
 }

@@ -73,7 +73,9 @@ func (r *run) retryLoop() {
 		var due []*delivery
 		t := now()
 		for len(r.retries) > 0 && !r.retries[0].retryAt.After(t) {
-			due = append(due, heap.Pop(&r.retries).(*delivery))
+			d := heap.Pop(&r.retries).(*delivery)
+			d.retryIdx = claiming // the leaser leaves it alone
+			due = append(due, d)
 		}
 		next := time.Hour
 		if len(r.retries) > 0 {
@@ -97,7 +99,13 @@ func (r *run) retryLoop() {
 // MIN-IDLE makes sure no other consumer claimed the entry since this one
 // last touched it: if someone did, it is theirs now.
 func (r *run) redeliver(d *delivery) {
-	minIdle := now().Sub(d.touched) - 5*time.Millisecond
+	r.mu.Lock()
+	touched, current := d.touched, d.epoch == r.epoch
+	r.mu.Unlock()
+	if !current { // its stream was deleted meanwhile
+		return
+	}
+	minIdle := now().Sub(touched) - 5*time.Millisecond
 	if minIdle < 0 {
 		minIdle = 0
 	}
@@ -113,21 +121,32 @@ func (r *run) redeliver(d *delivery) {
 	}
 	if len(msgs) == 0 || msgs[0].Values == nil {
 		r.forget(d)
-		if len(msgs) == 1 {
+		// Redis 7 answers nothing both for an entry someone else holds and
+		// for one trimmed while pending (which XCLAIM also drops from the
+		// pending list): ask the stream which.
+		if gone, err := r.entryGone(d.id); err == nil && gone {
 			r.reportDeleted([]string{d.id})
 		} else {
-			r.log.Info("entry due for retry is no longer ours (claimed by another consumer, handled, or trimmed)", slog.String("id", d.id))
+			r.log.Info("entry due for retry is no longer ours (claimed by another consumer, or handled)", slog.String("id", d.id))
 		}
 		return
 	}
+	r.mu.Lock()
 	d.values = msgs[0].Values
 	d.count++
 	d.touched = now()
-	d.retryIdx = -1
+	d.retryIdx = notQueued
+	r.mu.Unlock()
 	r.c.stats.delivered.Add(1)
 	select {
 	case r.queueFor(d) <- d:
 	case <-r.stop:
 		r.forget(d)
 	}
+}
+
+// entryGone reports whether the entry id is no longer in the stream.
+func (r *run) entryGone(id string) (bool, error) {
+	msgs, err := r.c.client.XRange(r.ioCtx, r.cfg.Stream, id, id).Result()
+	return err == nil && len(msgs) == 0, err
 }

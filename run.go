@@ -53,6 +53,12 @@ type run struct {
 	mu      sync.Mutex
 	epoch   uint64               // bumped when the stream or group is recreated
 	tracked map[string]*delivery // every entry this run holds, by id
+	// While a read of the own pending list or an XAUTOCLAIM is under way
+	// (guards > 0), acknowledged ids are remembered: such a read can return
+	// an entry whose XACK landed after the read was sent, and that entry
+	// must not be handled again.
+	guards int
+	acked  map[string]struct{}
 	retries retryQueue           // guarded by mu
 	wake    chan struct{}        // nudges the retry timer
 
@@ -84,7 +90,7 @@ type delivery struct {
 
 	touched  time.Time // when Redis last reset the entry's idle time
 	retryAt  time.Time
-	retryIdx int // index in the retry queue, -1 when not queued
+	retryIdx int // index in the retry queue; notQueued, or claiming while redeliver claims it back
 }
 
 func newRun(c *Consumer, cfg Config) *run {
@@ -262,27 +268,75 @@ func (r *run) interruptReader(readerDone <-chan struct{}) {
 	}
 }
 
-// track registers d as held by this run. It reports false when the entry is
-// already held (a reclaim or re-read of an entry still being worked on). An
-// entry waiting for its retry is delivered now instead when preempt is set
-// (another consumer's XAUTOCLAIM would have taken it anyway).
-func (r *run) track(d *delivery, preempt bool) bool {
+// Values of delivery.retryIdx outside the retry queue.
+const (
+	notQueued = -1 // held, not waiting for a retry
+	claiming  = -2 // its retry is due: redeliver is claiming it back
+)
+
+// trackBatch registers the deliveries in ds as held by this run and
+// returns those it accepted: not those already held (a reclaim or re-read of
+// an entry still being worked on), nor those acknowledged since a re-read
+// began (see run.acked). An entry waiting for its retry is delivered now
+// instead when preempt is set (another consumer's XAUTOCLAIM would have
+// taken it anyway).
+func (r *run) trackBatch(ds []delivery, preempt bool) []*delivery {
+	out := make([]*delivery, 0, len(ds))
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if d.epoch != r.epoch {
-		return false
-	}
-	if old, ok := r.tracked[d.id]; ok {
-		if old.retryIdx < 0 || !preempt {
-			return false
+	for i := range ds {
+		d := &ds[i]
+		if d.epoch != r.epoch {
+			continue
 		}
-		// It was waiting for a retry: deliver it now instead.
-		r.retries.remove(old)
+		if _, ok := r.acked[d.id]; ok {
+			continue
+		}
+		if old, ok := r.tracked[d.id]; ok {
+			if old.retryIdx < 0 || !preempt {
+				continue
+			}
+			// It was waiting for a retry: deliver it now instead.
+			r.retries.remove(old)
+		}
+		d.retryIdx = notQueued
+		r.tracked[d.id] = d
+		out = append(out, d)
 	}
-	d.retryIdx = -1
-	r.tracked[d.id] = d
 	r.inFlight.Store(int64(len(r.tracked)))
-	return true
+	return out
+}
+
+// guard starts a read that may return entries acknowledged meanwhile (the
+// own pending list, XAUTOCLAIM); unguard ends it.
+func (r *run) guard() {
+	r.mu.Lock()
+	r.guards++
+	if r.acked == nil {
+		r.acked = make(map[string]struct{})
+	}
+	r.mu.Unlock()
+}
+
+func (r *run) unguard() {
+	r.mu.Lock()
+	if r.guards--; r.guards == 0 {
+		clear(r.acked)
+	}
+	r.mu.Unlock()
+}
+
+// done drops acknowledged (or dead-lettered) deliveries from the held set,
+// remembering their ids while a guarded read is under way.
+func (r *run) done(ds ...*delivery) {
+	r.mu.Lock()
+	if r.guards > 0 {
+		for _, d := range ds {
+			r.acked[d.id] = struct{}{}
+		}
+	}
+	r.mu.Unlock()
+	r.forget(ds...)
 }
 
 // forget drops deliveries from the held set.
@@ -308,8 +362,9 @@ func (r *run) newEpoch() {
 	r.mu.Lock()
 	r.epoch++
 	clear(r.tracked)
+	clear(r.acked)
 	for _, d := range r.retries {
-		d.retryIdx = -1
+		d.retryIdx = notQueued
 	}
 	r.retries = r.retries[:0]
 	r.inFlight.Store(0)
@@ -331,13 +386,10 @@ func (r *run) forgetAll() {
 	r.mu.Unlock()
 }
 
-// dispatch hands d to a worker (preempt: see track). It blocks while the workers are busy, and
-// returns false, leaving the entry pending, when the run stops first or the
-// entry is already held.
-func (r *run) dispatch(d *delivery, preempt bool) bool {
-	if !r.track(d, preempt) {
-		return false
-	}
+// dispatch hands d, tracked already, to a worker. It blocks while the
+// workers are busy, and returns false, leaving the entry pending, when the
+// run stops first.
+func (r *run) dispatch(d *delivery) bool {
 	r.c.stats.delivered.Add(1)
 	select {
 	case r.queueFor(d) <- d:
