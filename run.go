@@ -57,10 +57,10 @@ type run struct {
 	// (guards > 0), acknowledged ids are remembered: such a read can return
 	// an entry whose XACK landed after the read was sent, and that entry
 	// must not be handled again.
-	guards int
-	acked  map[string]struct{}
-	retries retryQueue           // guarded by mu
-	wake    chan struct{}        // nudges the retry timer
+	guards  int
+	acked   map[string]struct{}
+	retries retryQueue    // guarded by mu
+	wake    chan struct{} // nudges the retry timer
 
 	reader   blockingReader
 	readerMu sync.Mutex // guards reader.owner/id for unblock
