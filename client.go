@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -36,14 +37,26 @@ type RedisClient interface {
 // *redis.ClusterClient. For other clients, or servers without CLIENT ID
 // (miniredis), it reads through the client itself and shutdown waits for the
 // read to time out: at most Config.Block.
+//
+// read, open and close are called by the reading goroutine only; target may
+// be called from any goroutine.
 type blockingReader struct {
 	client RedisClient
 	stream string
+	conn   *redis.Conn // nil: read through client
+	plain  bool        // CLIENT ID is not supported: always read through client
 
-	conn  *redis.Conn   // nil: read through client
+	mu    sync.Mutex    // guards owner and id, which target reads
 	owner *redis.Client // the node conn belongs to, to send CLIENT UNBLOCK
 	id    int64
-	plain bool // CLIENT ID is not supported: always read through client
+}
+
+// target returns where to send CLIENT UNBLOCK: the node and the client id
+// of the dedicated connection, or a nil node when there is none.
+func (b *blockingReader) target() (*redis.Client, int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.owner, b.id
 }
 
 // read issues XREADGROUP. It (re)opens the dedicated connection as needed.
@@ -88,7 +101,10 @@ func (b *blockingReader) open(ctx context.Context) {
 		}
 		return
 	}
-	b.conn, b.owner, b.id = conn, node, id
+	b.conn = conn
+	b.mu.Lock()
+	b.owner, b.id = node, id
+	b.mu.Unlock()
 }
 
 // unblock ends a blocked read on the dedicated connection, if there is one.
@@ -109,7 +125,10 @@ func (b *blockingReader) close() {
 	if b.conn != nil {
 		_ = b.conn.Close()
 	}
-	b.conn, b.owner, b.id = nil, nil, 0
+	b.conn = nil
+	b.mu.Lock()
+	b.owner, b.id = nil, 0
+	b.mu.Unlock()
 }
 
 // isServerError reports whether err is an error reply from Redis (as opposed

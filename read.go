@@ -67,6 +67,9 @@ func (r *run) readLoop() {
 		}
 		if err != nil {
 			if errors.Is(err, redis.Nil) { // BLOCK timed out, or unblocked
+				if !ownPending {
+					r.readWorks(&bo)
+				}
 				continue
 			}
 			if r.stopped() {
@@ -92,10 +95,8 @@ func (r *run) readLoop() {
 			}
 			continue
 		}
-		bo.reset()
-		if State(r.state.Load()) == StateDegraded {
-			r.setState(StateRunning)
-			r.log.Info("redis is answering again; resuming")
+		if !ownPending {
+			r.readWorks(&bo)
 		}
 		var msgs []redis.XMessage
 		if len(streams) > 0 {
@@ -123,27 +124,30 @@ func (r *run) readLoop() {
 	}
 }
 
+// readWorks notes a successful read of new entries: only such a read, on
+// the dedicated connection, shows that reading works again (a history read
+// through the client may succeed while the dedicated connection fails).
+func (r *run) readWorks(bo *backoff) {
+	bo.reset()
+	if State(r.state.Load()) == StateDegraded {
+		r.setState(StateRunning)
+		r.log.Info("redis is answering again; resuming")
+	}
+}
+
 // read issues the XREADGROUP, history reads through the client, blocking
 // ones through the interruptible reader.
 func (r *run) read(args *redis.XReadGroupArgs) ([]redis.XStream, error) {
 	if args.Streams[1] != ">" {
 		return r.c.client.XReadGroup(r.ioCtx, args).Result()
 	}
-	r.readerMu.Lock()
 	if r.reader.conn == nil && !r.reader.plain {
 		r.reader.open(r.ioCtx)
 	}
-	r.readerMu.Unlock()
 	if r.stopped() {
 		return nil, redis.Nil
 	}
-	streams, err := r.reader.read(r.ioCtx, args)
-	if r.reader.conn == nil {
-		r.readerMu.Lock()
-		r.reader.owner, r.reader.id = nil, 0
-		r.readerMu.Unlock()
-	}
-	return streams, err
+	return r.reader.read(r.ioCtx, args)
 }
 
 // handOwnPending dispatches entries re-read from this consumer's pending

@@ -62,8 +62,7 @@ type run struct {
 	retries retryQueue    // guarded by mu
 	wake    chan struct{} // nudges the retry timer
 
-	reader   blockingReader
-	readerMu sync.Mutex // guards reader.owner/id for unblock
+	reader blockingReader
 
 	logMu   sync.Mutex
 	lastLog map[string]time.Time
@@ -197,9 +196,7 @@ func (r *run) run(ctx context.Context) error {
 	r.readLoop()
 	close(readerDone)
 	<-watchDone
-	r.readerMu.Lock()
 	r.reader.close()
-	r.readerMu.Unlock()
 	loops.Wait()
 
 	// Drain: queued entries are left pending; running handlers get
@@ -251,9 +248,7 @@ func (r *run) interruptReader(readerDone <-chan struct{}) {
 	ctx, cancel := context.WithTimeout(r.ioCtx, r.cfg.Block+time.Second)
 	defer cancel()
 	for {
-		r.readerMu.Lock()
-		owner, id := r.reader.owner, r.reader.id
-		r.readerMu.Unlock()
+		owner, id := r.reader.target()
 		if err := unblock(ctx, owner, id); err != nil {
 			r.log.Info("cannot interrupt the blocked read (CLIENT UNBLOCK refused); stopping once it times out", slog.Any("err", err), slog.Duration("block", r.cfg.Block))
 			return
