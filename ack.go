@@ -2,7 +2,6 @@ package completion
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -29,12 +28,11 @@ func (r *run) acker() {
 			if final {
 				ctx, cancel = context.WithTimeout(r.ioCtx, finalAckTimeout)
 			}
-			op, err := r.sendBatch(ctx, batch, &ids)
+			rest, op, err := r.sendBatch(ctx, batch, &ids)
 			cancel()
+			batch = append(batch[:0], rest...)
 			if err == nil {
 				bo.reset()
-				r.done(batch...)
-				batch = batch[:0]
 				return
 			}
 			r.redisError(op, err)
@@ -88,30 +86,42 @@ const finalAckTimeout = 5 * time.Second
 // sendBatch acknowledges and dead-letters the deliveries of the current
 // epoch in batch (an entry read before its stream was deleted is gone, and
 // its id may now name a new entry): first the dead-letter XADDs of two-step
-// moves, then one pipeline with the XACK and the move scripts. ids is
-// scratch space. It returns an error, and the step that failed, when the
-// batch should be retried.
-func (r *run) sendBatch(ctx context.Context, batch []*delivery, ids *[]string) (string, error) {
+// moves, then one pipeline with the XACK and the move scripts. Settled
+// deliveries are done; it returns the rest, with the step that failed and
+// its error, to be retried. ids is scratch space.
+func (r *run) sendBatch(ctx context.Context, batch []*delivery, ids *[]string) ([]*delivery, string, error) {
 	r.mu.Lock()
 	epoch := r.epoch
 	r.mu.Unlock()
 	oneScript := r.atomicDeadLetter()
-	var twoStep, scripted []*delivery
-	*ids = (*ids)[:0]
+	var plain, twoStep, scripted, stale []*delivery
 	for _, d := range batch {
 		switch {
 		case d.epoch != epoch:
+			stale = append(stale, d)
 		case d.dl == nil:
-			*ids = append(*ids, d.id)
+			plain = append(plain, d)
 		case oneScript:
 			scripted = append(scripted, d)
 		default:
 			twoStep = append(twoStep, d)
 		}
 	}
+	r.forget(stale...)
+	var rest []*delivery
+	var failedOp string
+	var failed error
+	fail := func(op string, err error, ds ...*delivery) {
+		rest = append(rest, ds...)
+		if failed == nil {
+			failedOp, failed = op, err
+		}
+	}
+
+	// Two-step moves: the dead letter first; acknowledged below.
 	if len(twoStep) > 0 {
 		cmds := make([]*redis.StringCmd, len(twoStep))
-		_, err := r.c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		_, _ = r.c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, d := range twoStep {
 				if !d.dl.added {
 					cmds[i] = p.XAdd(ctx, r.deadLetterXAdd(d))
@@ -119,61 +129,65 @@ func (r *run) sendBatch(ctx context.Context, batch []*delivery, ids *[]string) (
 			}
 			return nil
 		})
-		for i, cmd := range cmds {
-			if cmd != nil && cmd.Err() == nil {
-				twoStep[i].dl.added = true
+		added := twoStep[:0:0]
+		for i, d := range twoStep {
+			if cmd := cmds[i]; cmd != nil && cmd.Err() != nil {
+				fail("dead-letter xadd", cmd.Err(), d)
+				continue
 			}
+			d.dl.added = true
+			added = append(added, d)
 		}
-		if err != nil {
-			return "dead-letter xadd", err
-		}
-		for _, d := range twoStep {
-			*ids = append(*ids, d.id)
-		}
+		twoStep = added
 	}
-	if len(*ids) == 0 && len(scripted) == 0 {
-		return "", nil
+
+	acks := append(plain, twoStep...)
+	*ids = (*ids)[:0]
+	for _, d := range acks {
+		*ids = append(*ids, d.id)
+	}
+	if len(acks) == 0 && len(scripted) == 0 {
+		return rest, failedOp, failed
 	}
 	keys := []string{r.cfg.Stream, r.cfg.DeadLetterStream}
+	var ack *redis.IntCmd
 	scripts := make([]*redis.Cmd, len(scripted))
-	_, err := r.c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, _ = r.c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if len(*ids) > 0 {
-			p.XAck(ctx, r.cfg.Stream, r.cfg.Group, *ids...)
+			ack = p.XAck(ctx, r.cfg.Stream, r.cfg.Group, *ids...)
 		}
 		for i, d := range scripted {
 			scripts[i] = deadLetterScript.EvalSha(ctx, p, keys, r.deadLetterArgs(d)...)
 		}
 		return nil
 	})
-	if err != nil {
-		// The script may not be loaded yet (or any more, after a restart):
-		// run those one by one, which loads it.
-		for i, cmd := range scripts {
-			if e := cmd.Err(); e != nil && redis.HasErrorPrefix(e, "NOSCRIPT") {
-				scripts[i] = deadLetterScript.Run(ctx, r.c.client, keys, r.deadLetterArgs(scripted[i])...)
+	if ack != nil && ack.Err() != nil {
+		fail("xack", ack.Err(), acks...)
+	} else {
+		r.done(acks...)
+		for _, d := range acks {
+			if d.dl != nil {
+				r.deadLettered(d)
 			}
 		}
-		for _, cmd := range scripts {
-			if e := cmd.Err(); e != nil && !errors.Is(e, redis.Nil) {
-				return "dead-letter", e
-			}
-		}
-		if len(*ids) > 0 {
-			// The XACK may have failed as well: XACK is idempotent.
-			if err := r.c.client.XAck(ctx, r.cfg.Stream, r.cfg.Group, *ids...).Err(); err != nil {
-				return "xack", err
-			}
-		}
-	}
-	for _, d := range twoStep {
-		r.deadLettered(d)
 	}
 	for i, d := range scripted {
-		if n, _ := scripts[i].Int64(); n == 1 {
+		cmd := scripts[i]
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			// Not loaded yet, or any more after a restart: Run loads it.
+			cmd = deadLetterScript.Run(ctx, r.c.client, keys, r.deadLetterArgs(d)...)
+		}
+		n, err := cmd.Int64()
+		switch {
+		case err != nil:
+			fail("dead-letter", err, d)
+			continue
+		case n == 1:
 			r.deadLettered(d)
-		} else {
+		default:
 			r.log.Info("entry was no longer pending when it was to be dead-lettered (handled or trimmed meanwhile); nothing moved", slog.String("id", d.id))
 		}
+		r.done(d)
 	}
-	return "", nil
+	return rest, failedOp, failed
 }

@@ -61,9 +61,6 @@ func (b *blockingReader) target() (*redis.Client, int64) {
 
 // read issues XREADGROUP. It (re)opens the dedicated connection as needed.
 func (b *blockingReader) read(ctx context.Context, a *redis.XReadGroupArgs) ([]redis.XStream, error) {
-	if b.conn == nil && !b.plain {
-		b.open(ctx)
-	}
 	if b.conn == nil {
 		return b.client.XReadGroup(ctx, a).Result()
 	}
@@ -77,7 +74,11 @@ func (b *blockingReader) read(ctx context.Context, a *redis.XReadGroupArgs) ([]r
 	return res, err
 }
 
-func (b *blockingReader) open(ctx context.Context) {
+// open opens the dedicated connection. On failure the next read goes
+// through the client; a server that refuses CLIENT ID (miniredis, an ACL
+// without it) is not asked again, other errors are returned for the
+// caller to report.
+func (b *blockingReader) open(ctx context.Context) error {
 	var node *redis.Client
 	switch c := b.client.(type) {
 	case *redis.Client:
@@ -85,26 +86,30 @@ func (b *blockingReader) open(ctx context.Context) {
 	case *redis.ClusterClient:
 		n, err := c.MasterForKey(ctx, b.stream)
 		if err != nil {
-			return // read through the cluster client this time
+			return err // read through the cluster client this time
 		}
 		node = n
 	default:
 		b.plain = true
-		return
+		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	conn := node.Conn()
 	id, err := conn.ClientID(ctx).Result()
 	if err != nil {
 		_ = conn.Close()
 		if isServerError(err) { // e.g. miniredis: no CLIENT ID
 			b.plain = true
+			return nil
 		}
-		return
+		return err
 	}
 	b.conn = conn
 	b.mu.Lock()
 	b.owner, b.id = node, id
 	b.mu.Unlock()
+	return nil
 }
 
 // unblock ends a blocked read on the dedicated connection, if there is one.

@@ -136,9 +136,9 @@ type Config struct {
 	// other consumers with XAUTOCLAIM. Default DefaultClaimInterval.
 	ClaimInterval time.Duration
 
-	// LeaseInterval is how often the consumer renews its claim on entries it
-	// has held for at least that long. It must be shorter than ClaimMinIdle.
-	// Default ClaimMinIdle / 3.
+	// LeaseInterval is how often the consumer renews its claim on the
+	// entries it holds. It must be at most half of ClaimMinIdle. Default
+	// ClaimMinIdle / 3.
 	LeaseInterval time.Duration
 
 	// MaxDeliveries is how many times an entry is delivered before it is
@@ -304,8 +304,10 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.LeaseInterval == 0:
 		c.LeaseInterval = c.ClaimMinIdle / 3
-	case c.LeaseInterval < 0 || c.LeaseInterval >= c.ClaimMinIdle:
-		return bad("LeaseInterval", c.LeaseInterval, fmt.Sprintf("it must be positive and shorter than ClaimMinIdle (%v)", c.ClaimMinIdle))
+	case c.LeaseInterval < 0 || c.LeaseInterval > c.ClaimMinIdle/2:
+		// Renewals reach an entry up to 1.5 LeaseInterval after it was last
+		// touched; that must stay under ClaimMinIdle with room to spare.
+		return bad("LeaseInterval", c.LeaseInterval, fmt.Sprintf("it must be positive and at most half of ClaimMinIdle (%v)", c.ClaimMinIdle))
 	}
 	if c.MaxRetryBackoff < c.RetryBackoff {
 		return bad("MaxRetryBackoff", c.MaxRetryBackoff, fmt.Sprintf("it must not be shorter than RetryBackoff (%v)", c.RetryBackoff))

@@ -2,12 +2,13 @@ package completion
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // State is where a [Consumer] is in its life. Read it with [Consumer.State],
@@ -129,11 +130,11 @@ type Consumer struct {
 func NewConsumer(client RedisClient, registry TaskRegistry, handler CompletionHandler, cfg Config) (*Consumer, error) {
 	switch {
 	case client == nil:
-		return nil, errors.New("completion: NewConsumer: client is nil")
+		return nil, fmt.Errorf("%w: NewConsumer: client is nil", ErrInvalidConfig)
 	case registry == nil:
-		return nil, errors.New("completion: NewConsumer: registry is nil")
+		return nil, fmt.Errorf("%w: NewConsumer: registry is nil", ErrInvalidConfig)
 	case handler == nil:
-		return nil, errors.New("completion: NewConsumer: handler is nil")
+		return nil, fmt.Errorf("%w: NewConsumer: handler is nil", ErrInvalidConfig)
 	}
 	explicitDL := cfg.DeadLetterStream != ""
 	cfg, err := cfg.withDefaults()
@@ -229,6 +230,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	defer c.running.Store(false)
 
+	c.checkPoolSize()
 	cfgs := c.partitionConfigs()
 	runs := make([]*run, len(cfgs))
 	for i, cfg := range cfgs {
@@ -274,4 +276,26 @@ func (c *Consumer) noteRedisError(err error) {
 	c.stats.lastError = err.Error()
 	c.stats.lastErrorAt = time.Now()
 	c.stats.mu.Unlock()
+}
+
+// checkPoolSize warns when the client's connection pool is smaller than
+// what the consumer may hold at once: a dedicated connection per partition
+// for the blocking reads, and one per running handler for its ack and
+// lookup traffic at worst. A starved pool shows as pool timeouts.
+func (c *Consumer) checkPoolSize() {
+	var size int
+	switch cl := c.client.(type) {
+	case *redis.Client:
+		size = cl.Options().PoolSize
+	case *redis.ClusterClient:
+		size = cl.Options().PoolSize
+	default:
+		return
+	}
+	need := c.cfg.Partitions + c.cfg.Concurrency + 4
+	if size > 0 && size < need {
+		c.log.Warn("the Redis client's pool may be too small for this consumer; raise its PoolSize",
+			slog.Int("pool_size", size), slog.Int("suggested", need),
+			slog.Int("partitions", c.cfg.Partitions), slog.Int("concurrency", c.cfg.Concurrency))
+	}
 }

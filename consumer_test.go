@@ -469,6 +469,7 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 		{"negative max deliveries", Config{MaxDeliveries: -1}, "MaxDeliveries"},
 		{"negative claim idle", Config{ClaimMinIdle: -time.Second}, "ClaimMinIdle"},
 		{"lease not shorter than claim idle", Config{ClaimMinIdle: time.Second, LeaseInterval: time.Second}, "LeaseInterval"},
+		{"lease over half the claim idle", Config{ClaimMinIdle: time.Second, LeaseInterval: 600 * time.Millisecond}, "LeaseInterval"},
 		{"retry cap below base", Config{RetryBackoff: time.Minute, MaxRetryBackoff: time.Second}, "MaxRetryBackoff"},
 		{"error cap below base", Config{ErrorBackoff: time.Minute, MaxErrorBackoff: time.Second}, "MaxErrorBackoff"},
 		{"dead letter is the stream", Config{Stream: "s", DeadLetterStream: "s"}, "DeadLetterStream"},

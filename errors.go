@@ -31,6 +31,10 @@ var (
 	// the handler goroutines are left running, as http.Server.Shutdown does.
 	ErrShutdownTimeout = errors.New("completion: shutdown timed out with handlers still running")
 
+	// ErrPanic is wrapped by the error a recovered panic of a handler or a
+	// TaskRegistry turns into; the delivery counts as failed.
+	ErrPanic = errors.New("completion: panic")
+
 	// ErrRedisFatal is returned by [Consumer.Run] when Redis refuses a
 	// command in a way retrying cannot fix: a missing ACL permission
 	// (NOPERM), failed authentication, a key holding another type

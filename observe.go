@@ -1,6 +1,8 @@
 package completion
 
 import (
+	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -111,14 +113,20 @@ func Chain(h CompletionHandler, mws ...Middleware) CompletionHandler {
 }
 
 func (r *run) observe(e Event) {
-	if r.cfg.Observer != nil {
-		r.cfg.Observer.Observe(e)
+	if r.cfg.Observer == nil {
+		return
 	}
+	defer func() {
+		if p := recover(); p != nil && r.allowLog("observer-panic") {
+			r.log.Error("Observer panicked; event dropped", slog.String("event", e.Kind.String()), slog.String("panic", logText(fmt.Sprint(p))))
+		}
+	}()
+	r.cfg.Observer.Observe(e)
 }
 
 func (r *run) observeDelivery(kind EventKind, d *delivery) {
 	if r.cfg.Observer != nil {
-		r.cfg.Observer.Observe(Event{Kind: kind, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID, Deliveries: d.count})
+		r.observe(Event{Kind: kind, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID, Deliveries: d.count})
 	}
 }
 

@@ -72,7 +72,7 @@ func (r *run) process(d *delivery) {
 
 	task, err := d.task, d.taskErr
 	if !d.prefetched {
-		task, err = r.c.registry.LookupTask(ctx, d.msg.OperationID, d.msg.TaskID)
+		task, err = r.lookup(ctx, d)
 	}
 	d.prefetched, d.taskErr = false, nil // a redelivery looks it up afresh
 	if err != nil {
@@ -108,7 +108,7 @@ func (r *run) process(d *delivery) {
 		if err != nil {
 			kind = EventFailed
 		}
-		r.cfg.Observer.Observe(Event{Kind: kind, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID,
+		r.observe(Event{Kind: kind, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID,
 			Deliveries: d.count, Duration: now().Sub(start), Err: err})
 	}
 	switch {
@@ -129,13 +129,29 @@ func (r *run) process(d *delivery) {
 	}
 }
 
+// lookup asks the registry for d's task, turning a panic into an error.
+func (r *run) lookup(ctx context.Context, d *delivery) (t Task, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("task registry panicked; counting it as a failed delivery",
+				slog.String("id", d.id), slog.String("panic", logText(fmt.Sprint(p))), slog.String("stack", string(debug.Stack())))
+			err = fmt.Errorf("%w: task registry: %v", ErrPanic, p)
+		}
+	}()
+	return r.c.registry.LookupTask(ctx, d.msg.OperationID, d.msg.TaskID)
+}
+
 // call runs the handler, turning a panic into an error.
 func (r *run) call(ctx context.Context, c *Completion, log func() *slog.Logger) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			log().Error("handler panicked; counting it as a failed delivery",
 				slog.String("panic", logText(fmt.Sprint(p))), slog.String("stack", string(debug.Stack())))
-			err = fmt.Errorf("completion: handler panicked: %v", p)
+			if pe, ok := p.(error); ok {
+				err = fmt.Errorf("%w: handler: %w", ErrPanic, pe)
+			} else {
+				err = fmt.Errorf("%w: handler: %v", ErrPanic, p)
+			}
 		}
 	}()
 	return r.c.handler.HandleCompletion(ctx, c)

@@ -51,6 +51,9 @@ func Publish(ctx context.Context, rdb XAdder, stream string, msg Message, opts .
 	if stream == "" {
 		stream = DefaultStream
 	}
+	if o.partitions < 0 {
+		return "", fmt.Errorf("%w: WithPartitions(%d): the count must be positive", ErrInvalidConfig, o.partitions)
+	}
 	if o.partitions > 1 {
 		if o.partitions > MaxPartitions || hasHashTag(stream) {
 			return "", fmt.Errorf("%w: WithPartitions(%d) on stream %q: want at most %d partitions of a stream without a {hash tag}", ErrInvalidConfig, o.partitions, stream, MaxPartitions)

@@ -24,7 +24,9 @@ func (r *run) createGroup() error {
 		case redis.HasErrorPrefix(err, "BUSYGROUP"):
 			return nil
 		case isFatal(err):
-			return fmt.Errorf("%w: XGROUP CREATE %s %s: %w", ErrRedisFatal, r.cfg.Stream, r.cfg.Group, err)
+			err = fmt.Errorf("%w: XGROUP CREATE %s %s: %w", ErrRedisFatal, r.cfg.Stream, r.cfg.Group, err)
+			r.fail(err)
+			return err
 		}
 		r.setState(StateDegraded)
 		r.redisError("xgroup-create", err)
@@ -110,6 +112,9 @@ func (r *run) readLoop() {
 			r.unguard()
 			if len(msgs) < r.cfg.BatchSize {
 				ownPending = false
+				if State(r.state.Load()) == StateStarting {
+					r.setState(StateRunning)
+				}
 			}
 			continue
 		}
@@ -129,9 +134,12 @@ func (r *run) readLoop() {
 // through the client may succeed while the dedicated connection fails).
 func (r *run) readWorks(bo *backoff) {
 	bo.reset()
-	if State(r.state.Load()) == StateDegraded {
+	switch State(r.state.Load()) {
+	case StateDegraded:
 		r.setState(StateRunning)
 		r.log.Info("redis is answering again; resuming")
+	case StateStarting:
+		r.setState(StateRunning)
 	}
 }
 
@@ -142,7 +150,9 @@ func (r *run) read(args *redis.XReadGroupArgs) ([]redis.XStream, error) {
 		return r.c.client.XReadGroup(r.ioCtx, args).Result()
 	}
 	if r.reader.conn == nil && !r.reader.plain {
-		r.reader.open(r.ioCtx)
+		if err := r.reader.open(r.ioCtx); err != nil && !r.stopped() {
+			r.redisError("open reader connection", err)
+		}
 	}
 	if r.stopped() {
 		return nil, redis.Nil
@@ -189,12 +199,12 @@ func (r *run) dispatchReclaimed(msgs []redis.XMessage, preempt bool) {
 	}
 	held := r.trackBatch(keep, preempt)
 	for _, d := range held {
+		r.c.stats.reclaimed.Add(1)
+		r.observeDelivery(EventReclaimed, d)
 		if !r.dispatch(d) {
 			r.forgetFrom(held, d)
 			return
 		}
-		r.c.stats.reclaimed.Add(1)
-		r.observeDelivery(EventReclaimed, d)
 	}
 }
 
@@ -328,7 +338,17 @@ func (r *run) prefetchTasks(ds []*delivery) {
 	if len(keys) == 0 {
 		return
 	}
-	tasks, errs := batch.LookupTasks(r.handlerCtx, keys)
+	var tasks []Task
+	var errs []error
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				r.log.Error("batch task lookup panicked; looking tasks up one by one", slog.String("panic", logText(fmt.Sprint(p))))
+				tasks, errs = nil, nil
+			}
+		}()
+		tasks, errs = batch.LookupTasks(r.readCtx, keys)
+	}()
 	if len(tasks) != len(keys) || len(errs) != len(keys) {
 		return // a broken implementation: look up one by one instead
 	}

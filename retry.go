@@ -38,17 +38,17 @@ func (q *retryQueue) remove(d *delivery) {
 	d.retryIdx = -1
 }
 
-// maxScheduledRetries bounds the retries one run keeps timers for. Beyond it
-// a failed entry is simply left pending, and XAUTOCLAIM delivers it again
-// after ClaimMinIdle.
-const maxScheduledRetries = 10000
 
 // scheduleRetry keeps d pending and delivers it again after delay, with
 // XCLAIM, which also counts the delivery in Redis. While it waits, d holds
 // no worker, so failing entries never crowd out healthy ones.
 func (r *run) scheduleRetry(d *delivery, delay time.Duration) {
 	r.mu.Lock()
-	if len(r.retries) >= maxScheduledRetries {
+	// At most BatchSize entries wait here, so a failing downstream cannot
+	// make one consumer hold the stream in memory. Beyond that a failed
+	// entry is simply left pending, and XAUTOCLAIM delivers it again after
+	// ClaimMinIdle (here or on another consumer).
+	if len(r.retries) >= r.cfg.BatchSize {
 		delete(r.tracked, d.id)
 		r.inFlight.Store(int64(len(r.tracked)))
 		r.mu.Unlock()

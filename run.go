@@ -42,6 +42,10 @@ type run struct {
 	// out.
 	handlerCtx    context.Context
 	handlerCancel context.CancelFunc
+	// readCtx is for the reader's own calls (batch task lookups); cancelled
+	// when the run stops.
+	readCtx    context.Context
+	readCancel context.CancelFunc
 
 	queues  []chan *delivery
 	seed    maphash.Seed
@@ -147,6 +151,8 @@ func (r *run) run(ctx context.Context) error {
 	defer r.ioCancel()
 	r.handlerCtx, r.handlerCancel = context.WithCancel(base)
 	defer r.handlerCancel()
+	r.readCtx, r.readCancel = context.WithCancel(base)
+	defer r.readCancel()
 
 	// Stop on cancellation, and end a blocked read at once.
 	watchDone := make(chan struct{})
@@ -158,6 +164,8 @@ func (r *run) run(ctx context.Context) error {
 			r.stopOnce.Do(func() { close(r.stop) })
 		case <-r.stop:
 		}
+		r.setState(StateStopping)
+		r.readCancel()
 		r.interruptReader(readerDone)
 	}()
 
@@ -192,7 +200,6 @@ func (r *run) run(ctx context.Context) error {
 	go func() { defer loops.Done(); r.reclaimer() }()
 	go func() { defer loops.Done(); r.retryLoop() }()
 
-	r.setState(StateRunning)
 	r.readLoop()
 	close(readerDone)
 	<-watchDone
@@ -289,6 +296,10 @@ func (r *run) trackBatch(ds []delivery, preempt bool) []*delivery {
 		}
 		if old, ok := r.tracked[d.id]; ok {
 			if old.retryIdx < 0 || !preempt {
+				// The read reset the entry's idle time and counted a
+				// delivery: keep the held copy in step, or its retry's
+				// XCLAIM MIN-IDLE would take it for someone else's.
+				old.touched, old.count = d.touched, max(old.count, d.count)
 				continue
 			}
 			// It was waiting for a retry: deliver it now instead.

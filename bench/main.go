@@ -39,7 +39,13 @@ const (
 	modeThroughput  = "throughput"
 	modeLatency     = "latency"
 	modeSlowHandler = "slow-handler"
+	modeMemory      = "memory"
 )
+
+// memoryByDefault tells whether a run without -mode includes the memory
+// mode (never with -smoke). It does: at -runs 3 the whole mode takes about
+// half a minute.
+const memoryByDefault = true
 
 type options struct {
 	n          int
@@ -56,6 +62,35 @@ type options struct {
 	memRate    int
 	batch      int
 	smoke      bool
+	memN       string
+	memNs      []int // parsed from memN
+}
+
+// wantMode tells whether mode is selected: named in -mode, or, without
+// -mode, one of the default modes.
+func (o options) wantMode(mode string) bool {
+	if o.modes == "" {
+		return mode != modeMemory || (memoryByDefault && !o.smoke)
+	}
+	return slices.Contains(strings.Split(o.modes, ","), mode)
+}
+
+// wantImpl tells whether the implementation is selected.
+func (o options) wantImpl(name string) bool {
+	return o.impls == "" || slices.Contains(strings.Split(o.impls, ","), name)
+}
+
+// fixtureSize is how many tasks the throughput, latency and slow-handler
+// modes need registered (at least memTasks).
+func (o options) fixtureSize() int {
+	n := memTasks
+	if o.wantMode(modeThroughput) || o.wantMode(modeSlowHandler) {
+		n = max(n, o.n)
+	}
+	if o.wantMode(modeLatency) {
+		n = max(n, o.latencyTotal())
+	}
+	return n
 }
 
 // latencyTotal is how many messages the latency mode publishes.
@@ -73,7 +108,8 @@ func main() {
 	flag.StringVar(&o.svgPath, "svg", "results.svg", "throughput bar chart to write (empty: none)")
 	flag.StringVar(&o.mdPath, "md", "results.md", "markdown report to write (empty: none)")
 	flag.StringVar(&o.impls, "impl", "", "comma-separated implementations to run (default all): completion,python-loop,watermill,bare-go-redis")
-	flag.StringVar(&o.modes, "mode", "", "comma-separated modes to run (default all): throughput,latency,slow-handler")
+	flag.StringVar(&o.modes, "mode", "", "comma-separated modes to run (default all; -smoke: all but memory): throughput,latency,slow-handler,memory")
+	flag.StringVar(&o.memN, "memn", "100000,300000,1000000", "memory mode: comma-separated backlog sizes to drain")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole program to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the whole program to this file")
 	flag.IntVar(&o.memRate, "memprofilerate", 0, "runtime.MemProfileRate to use with -memprofile (0: Go's default; 1: every allocation)")
@@ -93,6 +129,11 @@ func run(o options) error {
 	if o.n < 10 || o.runs < 1 || o.rate < 1 || o.duration <= 0 {
 		return errors.New("-n must be at least 10, -runs, -rate and -duration positive")
 	}
+	memNs, err := parseMemN(o.memN)
+	if err != nil {
+		return err
+	}
+	o.memNs = memNs
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
@@ -132,7 +173,8 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	b.fx = newFixtures(max(o.n, o.latencyTotal()))
+	b.fx = newFixtures(o.fixtureSize())
+	b.memFx = newFixtures(memTasks)
 
 	results, err := b.runAll(ctx)
 	if err != nil {
@@ -214,8 +256,10 @@ type bench struct {
 	rdb  *redis.Client // the driver's own client: publishing, polling, cleanup
 	log  *slog.Logger
 	fx   *fixtures
-	tag  string
-	seq  int
+	// memFx are the memory mode's memTasks tasks, used cyclically.
+	memFx *fixtures
+	tag   string
+	seq   int
 }
 
 // machine describes where the benchmark runs.
@@ -298,6 +342,11 @@ type session struct {
 	handled       atomic.Int64
 	done          chan struct{} // closed when handled reaches target
 	hook          func(result []byte)
+	// tasks, when positive, makes message i refer to task i % tasks, and
+	// fx, when set, is the registry the consumer gets instead of the
+	// bench's own.
+	tasks int
+	fx    *fixtures
 }
 
 func (s *session) handle(result []byte) {
@@ -328,9 +377,6 @@ func (b *bench) newSession(target int, hook func([]byte)) *session {
 // runs of one mode taken in turn across implementations, and returns the
 // medians.
 func (b *bench) runAll(ctx context.Context) ([]row, error) {
-	want := func(list, name string) bool {
-		return list == "" || slices.Contains(strings.Split(list, ","), name)
-	}
 	all := []impl{
 		{name: "completion", concurrency: 1, format: formatCompletion, run: runCompletion},
 		{name: "completion", concurrency: completion.DefaultConcurrency, format: formatCompletion, run: runCompletion},
@@ -340,7 +386,7 @@ func (b *bench) runAll(ctx context.Context) ([]row, error) {
 	}
 	var impls []impl
 	for _, im := range all {
-		if want(b.opts.impls, im.name) {
+		if b.opts.wantImpl(im.name) {
 			impls = append(impls, im)
 		}
 	}
@@ -348,28 +394,38 @@ func (b *bench) runAll(ctx context.Context) ([]row, error) {
 		{name: "completion", concurrency: 1, format: formatCompletion, run: runCompletion},
 		{name: "completion", concurrency: 64, format: formatCompletion, run: runCompletion},
 	}
-	if !want(b.opts.impls, "completion") {
+	if !b.opts.wantImpl("completion") {
 		slow = nil
+	}
+	var mem []impl
+	if b.opts.wantImpl("completion") {
+		mem = []impl{{name: "completion", concurrency: completion.DefaultConcurrency, format: formatCompletion, run: runCompletion}}
 	}
 
 	type job struct {
 		mode string
 		list []impl
 		once func(context.Context, impl) (measure, error)
+		msgs int // the backlog, where it differs between jobs of one mode
 	}
 	jobs := []job{
 		{modeThroughput, impls, func(ctx context.Context, im impl) (measure, error) {
 			return b.throughput(ctx, im, b.opts.n, nil)
-		}},
-		{modeLatency, impls, b.latency},
+		}, 0},
+		{modeLatency, impls, b.latency, 0},
 		{modeSlowHandler, slow, func(ctx context.Context, im impl) (measure, error) {
 			delay := b.opts.slowDelay
 			return b.throughput(ctx, im, max(1, b.opts.n/10), func([]byte) { time.Sleep(delay) })
-		}},
+		}, 0},
+	}
+	for _, n := range b.opts.memNs {
+		jobs = append(jobs, job{modeMemory, mem, func(ctx context.Context, im impl) (measure, error) {
+			return b.memory(ctx, im, n)
+		}, n})
 	}
 	var rows []row
 	for _, j := range jobs {
-		if !want(b.opts.modes, j.mode) || len(j.list) == 0 {
+		if !b.opts.wantMode(j.mode) || len(j.list) == 0 {
 			continue
 		}
 		got := make([][]measure, len(j.list))
@@ -379,12 +435,16 @@ func (b *bench) runAll(ctx context.Context) ([]row, error) {
 				if err != nil {
 					return nil, fmt.Errorf("%s %s concurrency=%d run %d: %w", j.mode, im.name, im.concurrency, r+1, err)
 				}
-				fmt.Fprintf(os.Stderr, "run %d/%d %-13s %-12s c=%-3d %s\n", r+1, b.opts.runs, im.name, j.mode, im.concurrency, m)
+				mode := j.mode
+				if j.msgs > 0 {
+					mode += " n=" + strconv.Itoa(j.msgs)
+				}
+				fmt.Fprintf(os.Stderr, "run %d/%d %-13s %-12s c=%-3d %s\n", r+1, b.opts.runs, im.name, mode, im.concurrency, m)
 				got[i] = append(got[i], m)
 			}
 		}
 		for i, im := range j.list {
-			rows = append(rows, row{impl: im.name, mode: j.mode, concurrency: im.concurrency, m: median(got[i])})
+			rows = append(rows, row{impl: im.name, mode: j.mode, concurrency: im.concurrency, msgs: j.msgs, m: median(got[i])})
 		}
 	}
 	return rows, nil
@@ -393,9 +453,16 @@ func (b *bench) runAll(ctx context.Context) ([]row, error) {
 // measure is one run's figures; zero where a metric does not apply.
 type measure struct {
 	msgsPerS, allocsPerMsg, p50ms, p99ms, maxms float64
+	// memory mode, in MiB: RSS before, at the peak of and after the drain,
+	// and the Go heap in use at the peak sample
+	baselineMB, peakMB, endMB, heapMB float64
 }
 
 func (m measure) String() string {
+	if m.peakMB > 0 {
+		return fmt.Sprintf("baseline_rss=%.1fMB peak_rss=%.1fMB end_rss=%.1fMB heap_inuse=%.1fMB",
+			m.baselineMB, m.peakMB, m.endMB, m.heapMB)
+	}
 	return fmt.Sprintf("msgs/s=%.0f allocs/msg=%.1f p50=%.3fms p99=%.3fms max=%.3fms",
 		m.msgsPerS, m.allocsPerMsg, m.p50ms, m.p99ms, m.maxms)
 }
@@ -419,6 +486,10 @@ func median(ms []measure) measure {
 		p50ms:        pick(func(m measure) float64 { return m.p50ms }),
 		p99ms:        pick(func(m measure) float64 { return m.p99ms }),
 		maxms:        pick(func(m measure) float64 { return m.maxms }),
+		baselineMB:   pick(func(m measure) float64 { return m.baselineMB }),
+		peakMB:       pick(func(m measure) float64 { return m.peakMB }),
+		endMB:        pick(func(m measure) float64 { return m.endMB }),
+		heapMB:       pick(func(m measure) float64 { return m.heapMB }),
 	}
 }
 
@@ -529,6 +600,10 @@ func (r *running) abort() {
 
 func (b *bench) start(ctx context.Context, im impl, s *session) *running {
 	runCtx, cancel := context.WithCancel(ctx)
+	fx := b.fx
+	if s.fx != nil {
+		fx = s.fx
+	}
 	r := &running{
 		cancel: cancel,
 		errc:   make(chan error, 1),
@@ -543,7 +618,7 @@ func (b *bench) start(ctx context.Context, im impl, s *session) *running {
 		concurrency: im.concurrency,
 		batch:       b.opts.batch,
 		log:         b.log,
-		fx:          b.fx,
+		fx:          fx,
 		handle:      s.handle,
 	}
 	go func() { r.errc <- im.run(runCtx, e) }()

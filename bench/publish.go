@@ -114,6 +114,9 @@ func (b *bench) publishPaced(ctx context.Context, s *session, f wireFormat, tota
 }
 
 func (b *bench) publishOne(ctx context.Context, x completion.XAdder, s *session, f wireFormat, i int) error {
+	if s.tasks > 0 {
+		i %= s.tasks
+	}
 	if f == formatWatermill {
 		vals, err := watermillValues(i)
 		if err != nil {

@@ -22,6 +22,7 @@ type row struct {
 	impl        string
 	mode        string
 	concurrency int
+	msgs        int // memory mode: the backlog drained
 	m           measure
 }
 
@@ -40,32 +41,82 @@ type report struct {
 
 func (rep report) print(w io.Writer) {
 	for _, r := range rep.rows {
+		if r.mode == modeMemory {
+			fmt.Fprintf(w, "RESULT impl=%s mode=%s concurrency=%d msgs=%d baseline_rss_mb=%.1f peak_rss_mb=%.1f end_rss_mb=%.1f heap_inuse_mb=%.1f\n",
+				r.impl, r.mode, r.concurrency, r.msgs, r.m.baselineMB, r.m.peakMB, r.m.endMB, r.m.heapMB)
+			continue
+		}
 		fmt.Fprintf(w, "RESULT impl=%s mode=%s concurrency=%d msgs_per_s=%.0f allocs_per_msg=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
 			r.impl, r.mode, r.concurrency, r.m.msgsPerS, r.m.allocsPerMsg, r.m.p50ms, r.m.p99ms, r.m.maxms)
 	}
-	fmt.Fprintln(w)
-	fmt.Fprint(w, rep.table())
-	fmt.Fprintln(w)
-	fmt.Fprint(w, rep.ratios())
-	fmt.Fprintln(w)
-	fmt.Fprint(w, rep.targets())
+	for _, section := range []string{rep.table(), rep.memoryTable(), rep.ratios(), rep.targets()} {
+		if section != "" {
+			fmt.Fprintln(w)
+			fmt.Fprint(w, section)
+		}
+	}
 }
 
 func (rep report) settings() string {
 	o := rep.opts
-	return fmt.Sprintf("throughput backlog %d; latency %d msgs/s for %v; slow handler %v with backlog %d; median of %d run(s)",
-		o.n, o.rate, o.duration, o.slowDelay, max(1, o.n/10), o.runs)
+	var parts []string
+	if o.wantMode(modeThroughput) {
+		parts = append(parts, fmt.Sprintf("throughput backlog %d", o.n))
+	}
+	if o.wantMode(modeLatency) {
+		parts = append(parts, fmt.Sprintf("latency %d msgs/s for %v", o.rate, o.duration))
+	}
+	if o.wantMode(modeSlowHandler) {
+		parts = append(parts, fmt.Sprintf("slow handler %v with backlog %d", o.slowDelay, max(1, o.n/10)))
+	}
+	if o.wantMode(modeMemory) {
+		parts = append(parts, fmt.Sprintf("memory backlogs %s (%d tasks used cyclically, RSS sampled every %v)", o.memN, memTasks, rssEvery))
+	}
+	parts = append(parts, fmt.Sprintf("median of %d run(s)", o.runs))
+	return strings.Join(parts, "; ")
 }
 
-// table is the markdown table of every row.
+// table is the markdown table of every row but the memory mode's; empty
+// when there are none.
 func (rep report) table() string {
 	var b strings.Builder
 	b.WriteString("| impl | mode | concurrency | msgs/s | allocs/msg | p50 ms | p99 ms | max ms |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|\n")
+	n := 0
 	for _, r := range rep.rows {
+		if r.mode == modeMemory {
+			continue
+		}
+		n++
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s |\n", r.impl, r.mode, r.concurrency,
 			num(r.m.msgsPerS, "%.0f"), num(r.m.allocsPerMsg, "%.1f"),
 			num(r.m.p50ms, "%.3f"), num(r.m.p99ms, "%.3f"), num(r.m.maxms, "%.3f"))
+	}
+	if n == 0 {
+		return ""
+	}
+	return b.String()
+}
+
+// memoryTable is the markdown table of the memory mode's rows, with the
+// growth of the peak over the baseline; empty when there are none.
+func (rep report) memoryTable() string {
+	var b strings.Builder
+	b.WriteString("Memory: RSS of the whole benchmark process (MiB) while draining a backlog of n messages\n")
+	b.WriteString("(baseline after runtime.GC and debug.FreeOSMemory, before the drain; Go heap in use at the peak sample):\n\n")
+	b.WriteString("| impl | concurrency | n | baseline RSS | peak RSS | peak − baseline | end RSS | heap in use at peak |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	n := 0
+	for _, r := range rep.rows {
+		if r.mode != modeMemory {
+			continue
+		}
+		n++
+		fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %.1f | %.1f | %.1f | %.1f |\n", r.impl, r.concurrency, r.msgs,
+			r.m.baselineMB, r.m.peakMB, r.m.peakMB-r.m.baselineMB, r.m.endMB, r.m.heapMB)
+	}
+	if n == 0 {
+		return ""
 	}
 	return b.String()
 }
@@ -89,6 +140,9 @@ func (rep report) find(impl, mode string, concurrency int) (row, bool) {
 
 // ratios compares each completion throughput row with the peers.
 func (rep report) ratios() string {
+	if _, ok := rep.find("completion", modeThroughput, 0); !ok {
+		return ""
+	}
 	var b strings.Builder
 	b.WriteString("Throughput of completion relative to the peers (higher is better):\n\n")
 	b.WriteString("| completion | vs python-loop | vs watermill | vs bare-go-redis | allocs/msg vs bare-go-redis |\n")
@@ -143,6 +197,9 @@ func (rep report) targets() string {
 	if c, ok := rep.find("completion", modeSlowHandler, 64); ok {
 		goals = append(goals, goal{fmt.Sprintf("%v handler, concurrency 64, msgs/s", rep.opts.slowDelay), c.m.msgsPerS, 40000, true, ""})
 	}
+	if len(goals) == 0 {
+		return ""
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Targets (completion at concurrency %d unless said):\n\n", def)
 	b.WriteString("| target | got | want | status |\n|---|---:|---:|---|\n")
@@ -184,12 +241,13 @@ func (rep report) markdown() string {
 	if m.load != "" {
 		fmt.Fprintf(&b, "- load average (1 min): %s at the start, %s at the end (other work on the machine skews the figures)\n", m.load, m.loadEnd)
 	}
-	fmt.Fprintf(&b, "- settings: %s\n\n", rep.settings())
-	b.WriteString(rep.table())
-	b.WriteString("\n")
-	b.WriteString(rep.ratios())
-	b.WriteString("\n")
-	b.WriteString(rep.targets())
+	fmt.Fprintf(&b, "- settings: %s\n", rep.settings())
+	for _, section := range []string{rep.table(), rep.memoryTable(), rep.ratios(), rep.targets()} {
+		if section != "" {
+			b.WriteString("\n")
+			b.WriteString(section)
+		}
+	}
 	b.WriteString("\nProduced by `cd bench && go run .`; see README.md.\n")
 	return b.String()
 }
