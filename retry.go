@@ -38,7 +38,6 @@ func (q *retryQueue) remove(d *delivery) {
 	d.retryIdx = -1
 }
 
-
 // scheduleRetry keeps d pending and delivers it again after delay, with
 // XCLAIM, which also counts the delivery in Redis. While it waits, d holds
 // no worker, so failing entries never crowd out healthy ones.
