@@ -14,6 +14,13 @@ import (
 // *redis.Client, *redis.ClusterClient, *redis.Ring and redis.UniversalClient
 // satisfy it; a test double can embed one of them and override what it
 // needs. The consumer never closes it.
+//
+// Two things depend on the client's concrete type: only a *redis.Client or
+// *redis.ClusterClient gets the dedicated, interruptible blocking read
+// (other clients, wrappers included, make shutdown wait up to Config.Block),
+// and only a *redis.Client, or keys in one cluster slot, get the atomic
+// one-script move to the dead-letter stream (otherwise: dead letter first,
+// acknowledgement second).
 type RedisClient interface {
 	redis.Scripter
 	XGroupCreateMkStream(ctx context.Context, stream, group, start string) *redis.StatusCmd

@@ -94,7 +94,8 @@ type Config struct {
 	// Partitions splits the stream into this many partition streams (see
 	// PartitionStream and WithPartitions), read in parallel; on Redis
 	// Cluster they spread over the masters. Each partition gets its own
-	// reader, its share of Concurrency (rounded up), and, unless
+	// reader, its share of Concurrency (rounded up, so at most
+	// max(Concurrency, Partitions) handlers run at once), and, unless
 	// DeadLetterStream is set, its own dead-letter stream in its slot. The
 	// Stream name must not carry a {hash tag}. Default 1: the stream itself,
 	// as the Python side writes it.
@@ -202,7 +203,10 @@ type Config struct {
 	// DedupTTL, when positive, turns on duplicate suppression: the consumer
 	// records each operation id it handled successfully for this long, and
 	// acknowledges a redelivered completion of a recorded operation without
-	// calling the handler again. Default 0 (off).
+	// calling the handler again. It is a check before the handler, not a
+	// lock: two deliveries of one operation handled at the same moment (the
+	// producer published it twice, and both are read in one batch) can both
+	// run; OrderByTask serialises them within a consumer. Default 0 (off).
 	DedupTTL time.Duration
 
 	// DedupPrefix is the key prefix of duplicate-suppression records.

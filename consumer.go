@@ -219,9 +219,11 @@ func (c *Consumer) Stats() Stats {
 // When ctx is cancelled Run stops reading, gives handlers that are running
 // up to Config.ShutdownTimeout to finish, acknowledges those that
 // succeeded, and leaves everything else pending for a later delivery. It
-// returns nil once every goroutine it started has exited. It returns an
-// error wrapping [ErrShutdownTimeout] if handlers ignore the cancellation of
-// their context, [ErrRedisFatal] if Redis refuses a command for good (e.g. a
+// returns nil once every goroutine it started has exited: at most
+// ShutdownTimeout, plus 2 s for handlers to react to their cancelled
+// context, plus 5 s for the last acknowledgements, after ctx is cancelled.
+// It returns an error wrapping [ErrShutdownTimeout] if handlers ignore the
+// cancellation of their context, [ErrRedisFatal] if Redis refuses a command for good (e.g. a
 // missing ACL permission), and [ErrRunning] if the consumer is already
 // running.
 func (c *Consumer) Run(ctx context.Context) error {
