@@ -280,10 +280,11 @@ func (c *Consumer) noteRedisError(err error) {
 	c.stats.mu.Unlock()
 }
 
-// checkPoolSize warns when the client's connection pool is smaller than
-// what the consumer may hold at once: a dedicated connection per partition
-// for the blocking reads, and one per running handler for its ack and
-// lookup traffic at worst. A starved pool shows as pool timeouts.
+// checkPoolSize warns when the client's connection pool cannot serve the
+// consumer: it holds a dedicated connection per partition for the blocking
+// reads, and its acker, reclaimer, leaser and retries need a few more
+// (handlers' own Redis calls come on top). A starved pool shows as pool
+// timeouts.
 func (c *Consumer) checkPoolSize() {
 	var size int
 	switch cl := c.client.(type) {
@@ -294,10 +295,9 @@ func (c *Consumer) checkPoolSize() {
 	default:
 		return
 	}
-	need := c.cfg.Partitions + c.cfg.Concurrency + 4
+	need := c.cfg.Partitions + 4
 	if size > 0 && size < need {
 		c.log.Warn("the Redis client's pool may be too small for this consumer; raise its PoolSize",
-			slog.Int("pool_size", size), slog.Int("suggested", need),
-			slog.Int("partitions", c.cfg.Partitions), slog.Int("concurrency", c.cfg.Concurrency))
+			slog.Int("pool_size", size), slog.Int("at_least", need), slog.Int("partitions", c.cfg.Partitions))
 	}
 }
