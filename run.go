@@ -297,9 +297,13 @@ func (r *run) trackBatch(ds []delivery, preempt bool) []*delivery {
 		if old, ok := r.tracked[d.id]; ok {
 			if old.retryIdx < 0 || !preempt {
 				// The read reset the entry's idle time and counted a
-				// delivery: keep the held copy in step, or its retry's
-				// XCLAIM MIN-IDLE would take it for someone else's.
-				old.touched, old.count = d.touched, max(old.count, d.count)
+				// delivery: keep a copy waiting for its retry in step, or
+				// the retry's XCLAIM MIN-IDLE would take it for someone
+				// else's. (A copy a worker has is not touched: the worker
+				// reads it without the lock, and leases keep its idle time.)
+				if old.retryIdx != notQueued {
+					old.touched, old.count = d.touched, max(old.count, d.count)
+				}
 				continue
 			}
 			// It was waiting for a retry: deliver it now instead.
