@@ -19,6 +19,7 @@ Global flags (also accepted after the command):
   -addr ADDR       Redis address, host:port or redis://[user:password@]host:port/db
                    (default $REDIS_ADDR, or localhost:6379)
   -stream KEY      the completion stream (default chat:completions)
+  -partition I/N   partition I (from 0) of the stream split into N (Config.Partitions)
   -group NAME      the consumer group, for pending (default chat_consumers)
   -json            print JSON instead of tables
   -timeout D       give up after D, e.g. 5s (default 10s; not for tail)

@@ -50,11 +50,12 @@ func main() {
 
 // globals are the flags every command accepts, before or after its name.
 type globals struct {
-	addr    string
-	stream  string
-	group   string
-	json    bool
-	timeout time.Duration
+	addr      string
+	stream    string
+	partition string // "I/N": partition I of a stream split into N
+	group     string
+	json      bool
+	timeout   time.Duration
 }
 
 func defaultGlobals() globals {
@@ -71,6 +72,7 @@ func defaultGlobals() globals {
 func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.addr, "addr", g.addr, "Redis `address` (host:port, or a redis:// URL); default $REDIS_ADDR or localhost:6379")
 	fs.StringVar(&g.stream, "stream", g.stream, "the completion `stream` key")
+	fs.StringVar(&g.partition, "partition", g.partition, "`I/N`: work on partition I (from 0) of the stream split into N partitions (Config.Partitions)")
 	fs.StringVar(&g.group, "group", g.group, "the consumer `group`")
 	fs.BoolVar(&g.json, "json", g.json, "print JSON instead of tables")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up after this `duration` (not for tail)")
@@ -148,13 +150,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if g.timeout <= 0 {
 		return usageFailure(stderr, name, fmt.Errorf("-timeout is %v; it must be positive", g.timeout))
 	}
+	stream, err := g.streamKey()
+	if err != nil {
+		return usageFailure(stderr, name, err)
+	}
 
 	client, err := newClient(g.addr)
 	if err != nil {
 		return usageFailure(stderr, name, err)
 	}
 	defer client.Close()
-	in, err := completion.NewInspector(client, completion.InspectorConfig{Stream: g.stream, Group: g.group})
+	in, err := completion.NewInspector(client, completion.InspectorConfig{Stream: stream, Group: g.group})
 	if err != nil {
 		return usageFailure(stderr, name, err)
 	}
@@ -228,4 +234,24 @@ func newClient(addr string) (*redis.Client, error) {
 	}
 	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	return redis.NewClient(opts), nil
+}
+
+// streamKey returns the key to work on: the stream, or with -partition I/N
+// its partition I (completion.PartitionStream), whose default dead-letter
+// stream is then the partition's, as for a partitioned Consumer.
+func (g *globals) streamKey() (string, error) {
+	if g.partition == "" {
+		return g.stream, nil
+	}
+	var i, n int
+	if _, err := fmt.Sscanf(g.partition, "%d/%d", &i, &n); err != nil || fmt.Sprintf("%d/%d", i, n) != g.partition {
+		return "", fmt.Errorf("-partition %q: want I/N, e.g. 0/6", g.partition)
+	}
+	if n < 1 || n > completion.MaxPartitions || i < 0 || i >= n {
+		return "", fmt.Errorf("-partition %q: want 0 <= I < N <= %d", g.partition, completion.MaxPartitions)
+	}
+	if strings.ContainsAny(g.stream, "{}") && n > 1 {
+		return "", fmt.Errorf("-partition: stream %q has a {hash tag}; partitioned streams have none", g.stream)
+	}
+	return completion.PartitionStream(g.stream, i, n), nil
 }

@@ -509,3 +509,35 @@ func TestTail(t *testing.T) {
 		}
 	})
 }
+
+func TestPartitionFlag(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := client(t, mr.Addr())
+	ctx := context.Background()
+	stream := fmt.Sprintf("cli-partitioned-%08x", rand.Uint32())
+	// A producer publishing to 3 partitions; the CLI looks at each.
+	for i := 0; i < 12; i++ {
+		_, err := completion.Publish(ctx, rdb, stream, completion.Message{
+			OperationID: fmt.Sprintf("op-%d", i), TaskID: fmt.Sprintf("t-%d", i), Success: true,
+		}, completion.WithPartitions(3))
+		require.NoError(t, err)
+	}
+	total := 0
+	for i := 0; i < 3; i++ {
+		out, errOut, code := cli(t, "-addr", mr.Addr(), "-stream", stream, "-partition", fmt.Sprintf("%d/3", i), "-json", "info")
+		require.Equal(t, exitOK, code, errOut)
+		var info struct {
+			Stream string `json:"stream"`
+			Length int    `json:"length"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &info))
+		assert.Equal(t, completion.PartitionStream(stream, i, 3), info.Stream)
+		total += info.Length
+	}
+	assert.Equal(t, 12, total, "the partitions together hold every message")
+
+	for _, bad := range []string{"3/3", "x", "1/0", "-1/2", "1/2/3"} {
+		_, errOut, code := cli(t, "-addr", mr.Addr(), "-stream", stream, "-partition", bad, "info")
+		assert.Equal(t, exitUsage, code, "-partition %s: %s", bad, errOut)
+	}
+}
