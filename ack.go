@@ -36,7 +36,7 @@ func (r *run) acker() {
 				return
 			}
 			r.redisError(op, err)
-			if final {
+			if final || isFatal(err) {
 				// Give up: these entries stay pending and are delivered
 				// again later.
 				r.forget(batch...)

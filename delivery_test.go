@@ -202,6 +202,8 @@ func TestDuplicateSuppression(t *testing.T) {
 		m := Message{OperationID: "op-1", TaskID: "t-1", Success: true}
 		publish(t, b.rdb, stream, m)
 		h.next(t)
+		// Acknowledged means recorded: the record is written before the ack.
+		eventually(t, func() bool { return pendingCount(t, b.rdb, stream, "g") == 0 }, "first delivery not acked")
 		// The same completion again (e.g. the producer retried, or an ack
 		// was lost and the entry redelivered).
 		publish(t, b.rdb, stream, m)

@@ -174,7 +174,7 @@ func (r *run) handOwnPending(msgs []redis.XMessage) {
 		live = append(live, m)
 	}
 	if len(gone) > 0 {
-		r.reportDeleted(gone)
+		r.reportDeletedUnlessHeld(gone)
 		if err := r.c.client.XAck(r.ioCtx, r.cfg.Stream, r.cfg.Group, gone...).Err(); err != nil {
 			r.redisError("xack", err)
 		}

@@ -95,7 +95,6 @@ func (r *run) claimOnce(cursor string) (string, int, bool) {
 // forgotten and counted.
 func (r *run) reportDeletedUnlessHeld(ids []string) {
 	lost := ids[:0:0]
-	var waiting []*delivery
 	r.mu.Lock()
 	for _, id := range ids {
 		d, ok := r.tracked[id]
@@ -103,12 +102,15 @@ func (r *run) reportDeletedUnlessHeld(ids []string) {
 		case !ok:
 			lost = append(lost, id)
 		case d.retryIdx >= 0:
+			// Waiting for its retry: gone for good. Out of the queue and
+			// the held set in one step, so the retry never runs.
 			lost = append(lost, id)
-			waiting = append(waiting, d)
+			r.retries.remove(d)
+			delete(r.tracked, id)
 		}
 	}
+	r.inFlight.Store(int64(len(r.tracked)))
 	r.mu.Unlock()
-	r.forget(waiting...)
 	if len(lost) > 0 {
 		r.reportDeleted(lost)
 	}

@@ -98,20 +98,40 @@ func (r *run) retryLoop() {
 // MIN-IDLE makes sure no other consumer claimed the entry since this one
 // last touched it: if someone did, it is theirs now.
 func (r *run) redeliver(d *delivery) {
-	r.mu.Lock()
-	touched, current := d.touched, d.epoch == r.epoch
-	r.mu.Unlock()
-	if !current { // its stream was deleted meanwhile
+	if r.stopped() {
+		r.forget(d) // stays pending
 		return
 	}
-	minIdle := now().Sub(touched) - 5*time.Millisecond
-	if minIdle < 0 {
-		minIdle = 0
+	var msgs []redis.XMessage
+	var err error
+	for attempt := 0; ; attempt++ {
+		r.mu.Lock()
+		touched, current := d.touched, d.epoch == r.epoch
+		r.mu.Unlock()
+		if !current { // its stream was deleted meanwhile
+			return
+		}
+		minIdle := now().Sub(touched) - 5*time.Millisecond
+		if minIdle < 0 {
+			minIdle = 0
+		}
+		msgs, err = r.c.client.XClaim(r.ioCtx, &redis.XClaimArgs{
+			Stream: r.cfg.Stream, Group: r.cfg.Group, Consumer: r.cfg.Consumer,
+			MinIdle: minIdle, Messages: []string{d.id},
+		}).Result()
+		if err != nil || len(msgs) > 0 || attempt > 0 {
+			break
+		}
+		// Nothing claimed: if this consumer itself reset the entry's idle
+		// time meanwhile (a lease renewal, a re-read of its pending list),
+		// touched moved on; claim again with it.
+		r.mu.Lock()
+		moved := d.touched != touched
+		r.mu.Unlock()
+		if !moved {
+			break
+		}
 	}
-	msgs, err := r.c.client.XClaim(r.ioCtx, &redis.XClaimArgs{
-		Stream: r.cfg.Stream, Group: r.cfg.Group, Consumer: r.cfg.Consumer,
-		MinIdle: minIdle, Messages: []string{d.id},
-	}).Result()
 	if err != nil {
 		// Leave it pending: XAUTOCLAIM picks it up after ClaimMinIdle.
 		r.redisError("xclaim", err, slog.String("id", d.id))
