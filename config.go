@@ -122,8 +122,9 @@ type Config struct {
 
 	// OrderByTask, when true, hands entries of the same task id to the
 	// handler one at a time in stream order, while different tasks still run
-	// in parallel. Redeliveries after a failure may still come out of order.
-	// Default false.
+	// in parallel. The order holds within this consumer: several consumers
+	// of the group may split one task's entries between them, and
+	// redeliveries after a failure may come out of order. Default false.
 	OrderByTask bool
 
 	// ClaimMinIdle is how long an entry must sit unacknowledged before
