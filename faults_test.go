@@ -108,6 +108,16 @@ func stopAll(t *testing.T, stops ...func() error) {
 	}
 }
 
+// logConsumerStats logs each consumer's counters.
+func logConsumerStats(t *testing.T, consumers []*Consumer) {
+	t.Helper()
+	for i, c := range consumers {
+		st := c.Stats()
+		t.Logf("c%d stats: delivered=%d succeeded=%d reclaimed=%d leases_lost=%d redis_errors=%d", i+1,
+			st.Delivered, st.Succeeded, st.Reclaimed, st.LeasesLost, st.RedisErrors)
+	}
+}
+
 // checkLeaseAccounting checks Stats().LeasesLost against takeovers: an
 // entry a consumer loses was taken over by another consumer's XAUTOCLAIM,
 // which counts it in that consumer's Reclaimed. So no consumer can have
@@ -354,11 +364,7 @@ func TestFaultRedisRestart(t *testing.T) {
 
 	settle(t, check, stream, led, faultWait(n), nil)
 	stopAll(t, stops...)
-	for i, c := range consumers {
-		st := c.Stats()
-		t.Logf("c%d stats: delivered=%d succeeded=%d reclaimed=%d leases_lost=%d redis_errors=%d", i+1,
-			st.Delivered, st.Succeeded, st.Reclaimed, st.LeasesLost, st.RedisErrors)
-	}
+	logConsumerStats(t, consumers)
 	checkLeaseAccounting(t, consumers)
 	res := finishScenario(t, check, consumers[0], "redis-restart", led, restarts, nil)
 	t.Logf("publish attempts failed: %d; publishes retried: %d; entries in the stream: %d for %d published ids (extra entries: publishes whose reply the crash lost, retried)",
@@ -421,11 +427,7 @@ func TestFaultRedisPause(t *testing.T) {
 	<-pubDone
 	settle(t, check, stream, led, faultWait(n), nil)
 	stopAll(t, stops...)
-	for i, c := range consumers {
-		st := c.Stats()
-		t.Logf("c%d stats: delivered=%d succeeded=%d reclaimed=%d leases_lost=%d redis_errors=%d", i+1,
-			st.Delivered, st.Succeeded, st.Reclaimed, st.LeasesLost, st.RedisErrors)
-	}
+	logConsumerStats(t, consumers)
 	checkLeaseAccounting(t, consumers)
 	res := finishScenario(t, check, consumers[0], "redis-pause", led, len(pauses), nil)
 	assert.Zero(t, res.deadLettered, "nothing should be dead-lettered")
@@ -499,11 +501,7 @@ func TestFaultConnectionCut(t *testing.T) {
 	<-pubDone
 	settle(t, check, stream, led, faultWait(n), nil)
 	stopAll(t, stops...)
-	for i, c := range consumers {
-		st := c.Stats()
-		t.Logf("c%d stats: delivered=%d succeeded=%d reclaimed=%d leases_lost=%d redis_errors=%d", i+1,
-			st.Delivered, st.Succeeded, st.Reclaimed, st.LeasesLost, st.RedisErrors)
-	}
+	logConsumerStats(t, consumers)
 	assert.Positive(t, cutConns, "no connection was cut")
 	checkLeaseAccounting(t, consumers)
 	res := finishScenario(t, check, consumers[0], "connection-cut", led, total, nil)
