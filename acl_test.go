@@ -37,16 +37,21 @@ import (
 //	EVALSHA, EVAL        the scripts (go-redis sends EVALSHA, then EVAL when the script is not cached)
 //	CLIENT ID, UNBLOCK   optional: interrupt the blocked read at shutdown (without them, shutdown waits up to Config.Block)
 //	EXISTS, SET          only with Config.DedupTTL, on the DedupPrefix keys
+//	GET SET DEL PEXPIRE  only with Config.Partitions > 1: the owner keys, in the acquire and release scripts
+//	ZADD ZREMRANGEBYSCORE ZCARD ZREM TIME  only with Config.Partitions > 1: the member set, in the heartbeat script and at shutdown
 //
 // Keys: the stream, the dead-letter stream (read and write: EVAL declares
-// its keys read-write), and with DedupTTL the DedupPrefix keys.
+// its keys read-write), and with DedupTTL the DedupPrefix keys. With
+// Partitions > 1, every key "<stream>:*": the partitions, their dead-letter
+// streams, the owner keys, the member set (and the default DedupPrefix).
 var (
 	consumerACLCommands = []string{
 		"xgroup|create", "xreadgroup", "xautoclaim", "xpending", "xclaim", "xack", "xadd",
 		"xinfo|consumers", "xgroup|delconsumer", "evalsha", "eval", "client|id", "client|unblock",
 	}
-	consumerDedupACLCommands = []string{"exists", "set"}
-	publisherACLCommands     = []string{"xadd"}
+	consumerDedupACLCommands     = []string{"exists", "set"}
+	consumerPartitionACLCommands = []string{"get", "set", "del", "pexpire", "zadd", "zremrangebyscore", "zcard", "zrem", "time"}
+	publisherACLCommands         = []string{"xadd"}
 )
 
 // aclGlob escapes the characters Redis glob patterns treat specially, so
@@ -67,6 +72,10 @@ func aclGlob(key string) string {
 func consumerACLRules(cfg Config) []string {
 	rules := []string{"~" + aclGlob(cfg.Stream), "~" + aclGlob(cfg.DeadLetterStream)}
 	cmds := consumerACLCommands
+	if cfg.Partitions > 1 {
+		rules = []string{"~" + aclGlob(cfg.Stream) + ":*"}
+		cmds = append(slices.Clip(cmds), consumerPartitionACLCommands...)
+	}
 	if cfg.DedupTTL > 0 {
 		rules = append(rules, "~"+aclGlob(cfg.DedupPrefix)+"*")
 		cmds = append(slices.Clip(cmds), consumerDedupACLCommands...)
@@ -182,6 +191,9 @@ func TestACLLines(t *testing.T) {
 	t.Logf("consumer with Config.DedupTTL, add: %s", strings.Join(extra, " "))
 	t.Logf("publisher:\n%s", aclLine("completion-publisher", publisherACLRules(DefaultStream)))
 	assert.Equal(t, []string{"~chat:completions:done:*", "+exists", "+set"}, extra)
+	parted, err := Config{Partitions: 8}.withDefaults()
+	require.NoError(t, err)
+	t.Logf("partitioned consumer (Config.Partitions > 1):\n%s", aclLine("completion-consumer", consumerACLRules(parted)))
 	assert.Equal(t, `~a\*b\?c\[d\]e\\f`, "~"+aclGlob(`a*b?c[d]e\f`))
 }
 
@@ -666,5 +678,55 @@ func TestACLPublisher(t *testing.T) {
 			}
 			assert.Contains(t, err.Error(), strconv.Quote(stream))
 		})
+	}
+}
+
+// TestACLPartitionedConsumer runs two consumers of a partitioned stream
+// under a user with exactly the permissions listed for Partitions > 1: they
+// share the partitions out, handle everything, hand the partitions back at
+// shutdown, and Redis refuses nothing.
+func TestACLPartitionedConsumer(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t, redistest.Options{})
+	admin := srv.Client(t)
+
+	cfg := testConfig(DefaultStream)
+	cfg.Partitions = 4
+	cfg.ClaimMinIdle = time.Second
+	full, err := cfg.withDefaults()
+	require.NoError(t, err)
+	rules := consumerACLRules(full)
+	t.Logf("%s", aclLine("consumer", rules))
+	clients := aclUserClients(t, admin, "consumer", rules)
+	prdb := aclUser(t, admin, "publisher", []string{"~" + aclGlob(full.Stream) + ":*", "+xadd"})
+
+	h := newRecorder()
+	var cs []*Consumer
+	var stops []func() error
+	for _, name := range []string{"c1", "c2"} {
+		cfg := full
+		cfg.Consumer = name
+		c := newTestConsumer(t, clients(), anyTask, h, cfg)
+		cs = append(cs, c)
+		stops = append(stops, startConsumer(t, c))
+	}
+	eventually(t, func() bool { return cs[0].Stats().Partitions == 2 && cs[1].Stats().Partitions == 2 },
+		"two consumers should own two partitions each")
+	const n = 40
+	for i := 0; i < n; i++ {
+		_, err := Publish(ctx, prdb, full.Stream, Message{OperationID: fmt.Sprintf("op-%d", i), TaskID: fmt.Sprintf("t-%d", i), Success: true},
+			WithPartitions(full.Partitions))
+		require.NoError(t, err)
+	}
+	eventually(t, func() bool { return len(h.all()) == n }, "not all handled")
+	for _, stop := range stops {
+		require.NoError(t, stop())
+	}
+	keys, err := admin.Keys(ctx, full.Stream+":*:owner:*").Result()
+	require.NoError(t, err)
+	assert.Empty(t, keys, "owner keys should be released at shutdown")
+	assert.Empty(t, aclDenials(t, admin, "consumer", "publisher"), "Redis refused a command")
+	for _, c := range cs {
+		assert.Zero(t, c.Stats().RedisErrors, "%s saw Redis errors: %s", c.Config().Consumer, c.Stats().LastError)
 	}
 }

@@ -33,6 +33,7 @@ type RedisClient interface {
 	XAdd(ctx context.Context, a *redis.XAddArgs) *redis.StringCmd
 	Exists(ctx context.Context, keys ...string) *redis.IntCmd
 	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
+	ZRem(ctx context.Context, key string, members ...any) *redis.IntCmd
 	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
 }
 

@@ -92,13 +92,21 @@ type Config struct {
 	DeadLetterStream string
 
 	// Partitions splits the stream into this many partition streams (see
-	// PartitionStream and WithPartitions), read in parallel; on Redis
-	// Cluster they spread over the masters. Each partition gets its own
-	// reader, its share of Concurrency (rounded up, so at most
-	// max(Concurrency, Partitions) handlers run at once), and, unless
-	// DeadLetterStream is set, its own dead-letter stream in its slot. The
-	// Stream name must not carry a {hash tag}. Default 1: the stream itself,
-	// as the Python side writes it.
+	// PartitionStream and WithPartitions); on Redis Cluster they spread
+	// over the masters. The consumers of the group share the partitions
+	// out: each partition is read by one consumer at a time, its owner, so
+	// that with OrderByTask a task's completions are handled in order
+	// however many consumers run. Each consumer owns its fair share,
+	// ceil(Partitions / consumers running), and hands partitions back
+	// (after their running handlers finish) when consumers join; a
+	// partition whose owner died is taken over after ClaimMinIdle, with
+	// what the owner left pending handled first. A consumer's Concurrency is
+	// split over the partitions it owns (rounded up). Coordination uses a
+	// member set (MembersKey) and an owner key per partition (OwnerKey),
+	// renewed every LeaseInterval. Unless DeadLetterStream is set, each
+	// partition has its own dead-letter stream in its slot. The Stream name
+	// must not carry a {hash tag}. Default 1: the stream itself, as the
+	// Python side writes it, read by every consumer of the group at once.
 	Partitions int
 
 	// DeadLetterMaxLen trims the dead-letter stream with MAXLEN ~ on every
@@ -122,9 +130,12 @@ type Config struct {
 
 	// OrderByTask, when true, hands entries of the same task id to the
 	// handler one at a time in stream order, while different tasks still run
-	// in parallel. The order holds within this consumer: several consumers
-	// of the group may split one task's entries between them, and
-	// redeliveries after a failure may come out of order. Default false.
+	// in parallel. Without Partitions the order holds within this consumer
+	// only: several consumers of the group may split one task's entries
+	// between them. With Partitions > 1 it holds across the group, since a
+	// task's entries are all in one partition, read by one consumer at a
+	// time. Either way a failed entry waits for its retry while later
+	// entries of the task go ahead. Default false.
 	OrderByTask bool
 
 	// ClaimMinIdle is how long an entry must sit unacknowledged before

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,11 @@ type Stats struct {
 	// InFlight is the number of entries held right now: queued, being
 	// handled, or waiting for their acknowledgement.
 	InFlight int64
+	// Partitions is the number of streams this consumer reads right now:
+	// 1 for an unpartitioned stream while Run runs; with Config.Partitions
+	// > 1, the partitions it owns (see Config.Partitions). Zero when Run is
+	// not running.
+	Partitions int
 	// LastError is the most recent Redis error, or empty.
 	LastError string
 	// LastErrorAt is when LastError happened.
@@ -117,7 +123,10 @@ type Consumer struct {
 	stats   counters
 
 	mu   sync.Mutex
-	runs []*run // one per partition while Run runs
+	runs []*run // one per partition read, while Run runs
+	// ownState is the partition coordinator's State while Run runs on a
+	// partitioned stream (see ownership.go), else 0.
+	ownState atomic.Int32
 }
 
 // NewConsumer returns a Consumer that reads cfg.Stream as cfg.Consumer in
@@ -163,11 +172,15 @@ func (c *Consumer) Config() Config { return c.cfg }
 func (c *Consumer) State() State {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.runs) == 0 {
+	own := State(c.ownState.Load())
+	if len(c.runs) == 0 && own == 0 {
 		return StateIdle
 	}
 	worst := StateRunning
 	rank := map[State]int{StateRunning: 0, StateStarting: 1, StateDegraded: 2, StateStopping: 3}
+	if own != 0 {
+		worst = own
+	}
 	for _, r := range c.runs {
 		if s := State(r.state.Load()); rank[s] > rank[worst] {
 			worst = s
@@ -187,6 +200,7 @@ func (c *Consumer) Stats() Stats {
 	for _, r := range c.runs {
 		inFlight += r.inFlight.Load()
 	}
+	partitions := len(c.runs)
 	c.mu.Unlock()
 	return Stats{
 		Delivered:           s.delivered.Load(),
@@ -201,6 +215,7 @@ func (c *Consumer) Stats() Stats {
 		LeasesLost:          s.leasesLost.Load(),
 		RedisErrors:         s.redisErrors.Load(),
 		InFlight:            inFlight,
+		Partitions:          partitions,
 		LastError:           lastErr,
 		LastErrorAt:         lastAt,
 	}
@@ -214,7 +229,9 @@ func (c *Consumer) Stats() Stats {
 // entries and, every Config.ClaimInterval, takes over entries other
 // consumers left pending for longer than Config.ClaimMinIdle. Redis errors
 // are retried with capped, jittered backoff; a deleted stream or group is
-// recreated.
+// recreated. With Config.Partitions > 1 it does this for each partition it
+// owns, taking and handing back partitions as consumers come and go (see
+// Config.Partitions), and at shutdown hands back all of them.
 //
 // When ctx is cancelled Run stops reading, gives handlers that are running
 // up to Config.ShutdownTimeout to finish, acknowledges those that
@@ -233,42 +250,28 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer c.running.Store(false)
 
 	c.checkPoolSize()
-	cfgs := c.partitionConfigs()
-	runs := make([]*run, len(cfgs))
-	for i, cfg := range cfgs {
-		runs[i] = newRun(c, cfg)
+	if c.cfg.Partitions > 1 {
+		return c.runPartitioned(ctx)
 	}
+	r := newRun(c, c.cfg)
+	c.addRun(r)
+	defer c.removeRun(r)
+	return r.run(ctx)
+}
+
+// addRun and removeRun keep the set of runs that State and Stats look at.
+func (c *Consumer) addRun(r *run) {
 	c.mu.Lock()
-	c.runs = runs
+	c.runs = append(c.runs, r)
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.runs = nil
-		c.mu.Unlock()
-	}()
-	if len(runs) == 1 {
-		return runs[0].run(ctx)
+}
+
+func (c *Consumer) removeRun(r *run) {
+	c.mu.Lock()
+	if i := slices.Index(c.runs, r); i >= 0 {
+		c.runs = slices.Delete(c.runs, i, i+1)
 	}
-	// One run per partition; the first fatal error stops them all.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, len(runs))
-	for _, r := range runs {
-		go func() {
-			err := r.run(ctx)
-			if err != nil {
-				cancel()
-			}
-			errs <- err
-		}()
-	}
-	var first error
-	for range runs {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	c.mu.Unlock()
 }
 
 // noteRedisError records a failed Redis call for Stats.

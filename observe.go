@@ -44,6 +44,17 @@ const (
 	// EventRedisError: a Redis call failed; the consumer retries. Err says
 	// why.
 	EventRedisError
+	// EventPartitionAcquired: this consumer took ownership of partition
+	// Partition (see Config.Partitions).
+	EventPartitionAcquired
+	// EventPartitionReleased: this consumer stopped reading partition
+	// Partition and handed it back: to balance the group, at shutdown, or
+	// because it could not renew its ownership.
+	EventPartitionReleased
+	// EventPartitionLost: another consumer owns partition Partition, which
+	// this consumer was reading (its ownership expired: it could not renew
+	// it in time). Entries it was handling may be handled again.
+	EventPartitionLost
 )
 
 var eventNames = [...]string{
@@ -57,6 +68,9 @@ var eventNames = [...]string{
 	EventDeletedWhilePending: "deleted_while_pending",
 	EventLeaseLost:           "lease_lost",
 	EventRedisError:          "redis_error",
+	EventPartitionAcquired:   "partition_acquired",
+	EventPartitionReleased:   "partition_released",
+	EventPartitionLost:       "partition_lost",
 }
 
 // String returns the kind's name in snake case, suitable as a metric label.
@@ -84,6 +98,9 @@ type Event struct {
 	// Err is the failure (EventFailed, EventDeadLettered,
 	// EventRedisError).
 	Err error
+	// Partition is the partition's index (EventPartitionAcquired,
+	// EventPartitionReleased, EventPartitionLost).
+	Partition int
 }
 
 // Observer receives a [Consumer]'s events, e.g. to feed metrics. Observe is

@@ -68,6 +68,11 @@ type run struct {
 
 	reader blockingReader
 
+	// adopt: this run reads a partition this consumer has just taken
+	// over; it first moves the group's pending entries there to itself
+	// (see ownership.go).
+	adopt bool
+
 	logMu   sync.Mutex
 	lastLog map[string]time.Time
 }
@@ -178,6 +183,18 @@ func (r *run) run(ctx context.Context) error {
 			return err
 		}
 		return nil // stopped before the group could be created
+	}
+	if r.adopt {
+		if err := r.adoptPending(); err != nil {
+			r.fail(err)
+			close(readerDone)
+			<-watchDone
+			r.reader.close()
+			if errors.Is(err, ErrRedisFatal) {
+				return err
+			}
+			return nil // stopped
+		}
 	}
 
 	// Workers.
