@@ -627,6 +627,13 @@ type childProc struct {
 // running, in t.Cleanup.
 func startChild(t *testing.T, env map[string]string) *childProc {
 	t.Helper()
+	return startChildTest(t, "TestFaultConsumerProcess", env)
+}
+
+// startChildTest is startChild running the child-process test named test;
+// env[childEnvConsumer] names the child.
+func startChildTest(t *testing.T, test string, env map[string]string) *childProc {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		exe = os.Args[0]
@@ -638,7 +645,7 @@ func startChild(t *testing.T, env map[string]string) *childProc {
 		t.Fatalf("child output file: %v", err)
 	}
 	defer out.Close()
-	cmd := exec.Command(exe, "-test.run=^TestFaultConsumerProcess$", "-test.count=1", "-test.v")
+	cmd := exec.Command(exe, "-test.run=^"+test+"$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -670,6 +677,27 @@ func (c *childProc) kill() {
 	_ = c.cmd.Process.Kill()
 	_ = c.cmd.Wait()
 	_ = c.stdin.Close()
+}
+
+// stop asks the child to shut down gracefully (its stdin closes) and waits
+// for it to exit; it returns the exit error.
+func (c *childProc) stop(timeout time.Duration) error {
+	if c.dead {
+		return nil
+	}
+	_ = c.stdin.Close()
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	select {
+	case err := <-done:
+		c.dead = true
+		return err
+	case <-time.After(timeout):
+		_ = c.cmd.Process.Kill()
+		<-done
+		c.dead = true
+		return fmt.Errorf("child consumer %s did not exit within %v of being asked to stop", c.name, timeout)
+	}
 }
 
 func (c *childProc) output() string {
