@@ -23,7 +23,8 @@
 // command, cmd/completion) shows and repairs streams, pending entries and
 // dead letters; [Config.Observer] and [Chain] hook metrics and tracing in;
 // [Config.Partitions] with [WithPartitions] spreads one logical stream over
-// a Redis Cluster.
+// a Redis Cluster, each partition read by one consumer of the group at a
+// time, so that a task's completions keep their order across pods.
 //
 // # Delivery contract
 //

@@ -383,6 +383,9 @@ func (o *owner) sorted() []*owned {
 }
 
 func (o *owner) redisError(op string, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // Run is stopping
+	}
 	o.c.noteRedisError(err)
 	o.observe(Event{Kind: EventRedisError, Err: err})
 	o.c.log.Warn("redis call failed; will retry", slog.String("op", op), slog.Any("err", err))
