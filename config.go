@@ -172,9 +172,10 @@ type Config struct {
 	// NotFoundDeadLetter.
 	NotFound NotFoundPolicy
 
-	// MaxPayloadBytes is the largest "data" field the consumer decodes;
-	// larger entries are dead-lettered with reason "oversize". Default
-	// DefaultMaxPayloadBytes.
+	// MaxPayloadBytes is the largest entry the consumer decodes: its "data"
+	// field, and with other fields (WithField) their names and values
+	// together; larger entries are dead-lettered with reason "oversize".
+	// Default DefaultMaxPayloadBytes.
 	MaxPayloadBytes int
 
 	// MaxIDBytes is the longest operation id or task id accepted; entries

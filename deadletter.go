@@ -17,7 +17,8 @@ const (
 	// ReasonMalformed: the entry has no "data" field, or it is not a valid
 	// message (not JSON, wrong types, missing ids).
 	ReasonMalformed = "malformed"
-	// ReasonOversize: the "data" field is larger than Config.MaxPayloadBytes.
+	// ReasonOversize: the entry ("data" and any other fields) is larger
+	// than Config.MaxPayloadBytes.
 	ReasonOversize = "oversize"
 	// ReasonTaskNotFound: the registry knows neither the operation id nor
 	// the task id (under NotFoundDeadLetter).

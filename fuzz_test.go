@@ -155,7 +155,7 @@ func fuzzCheckEntry(t *testing.T, r *run, values map[string]any) {
 	switch {
 	case !ok || !isString:
 		wantReason = ReasonMalformed
-	case len(s) > cfg.MaxPayloadBytes:
+	case len(s) > cfg.MaxPayloadBytes, entryBytes(values) > cfg.MaxPayloadBytes:
 		wantReason = ReasonOversize
 	default:
 		if err := decodeMessage([]byte(s), &want); err != nil {

@@ -20,6 +20,25 @@ type Completion struct {
 	// Deliveries counts the deliveries of this entry, this one included: 1
 	// on the first, more on redeliveries after a failure or a crash.
 	Deliveries int64
+
+	// values are the entry's fields as the consumer read them (go-redis's
+	// map, shared, not copied: Field must not cost an allocation per
+	// message). Nil for a Completion built by hand.
+	values map[string]any
+}
+
+// Field returns the value of the stream entry's field name: one added with
+// [WithField] (or by any producer that writes fields next to [DataField]),
+// such as a W3C "traceparent" for a tracing [Middleware]. It returns "" when
+// the entry has no such field, and also for a Completion not read from a
+// stream (one built by hand, in a handler's unit test, say). Field(DataField)
+// returns the message's raw JSON.
+//
+// Field does not allocate and only reads: goroutines the handler starts may
+// call it at the same time while the handler runs.
+func (c *Completion) Field(name string) string {
+	s, _ := c.values[name].(string) // go-redis hands field values over as strings
+	return s
 }
 
 // CompletionHandler receives completions.

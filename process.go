@@ -100,7 +100,7 @@ func (r *run) process(d *delivery) {
 		return
 	}
 
-	d.comp = Completion{Task: task, Message: d.msg, EntryID: d.id, Deliveries: d.count}
+	d.comp = Completion{Task: task, Message: d.msg, EntryID: d.id, Deliveries: d.count, values: d.values}
 	start := now()
 	err = r.call(ctx, &d.comp, log)
 	if r.cfg.Observer != nil {

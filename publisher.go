@@ -3,6 +3,8 @@ package completion
 import (
 	"context"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -20,7 +22,11 @@ type PublishOption func(*publishOptions)
 type publishOptions struct {
 	maxLen     int64
 	partitions int
+	fields     []entryField // extra entry fields, in the order first given
 }
+
+// entryField is a field [WithField] adds to the entry next to DataField.
+type entryField struct{ name, value string }
 
 // WithMaxLen trims the stream to about n entries (XADD MAXLEN ~ n) as the
 // message is added. n = 0 turns trimming off. Without this option Publish
@@ -32,14 +38,79 @@ func WithMaxLen(n int64) PublishOption {
 	return func(o *publishOptions) { o.maxLen = n }
 }
 
-// Publish appends msg to stream in the wire format the Python producer
-// writes (one field, "data", holding the JSON message) and returns the new
-// entry's id. An empty stream means DefaultStream.
+// WithField adds a field called name, holding value, to the entry next to
+// [DataField]: metadata that travels with the message without changing its
+// JSON, which the Python service shares (a W3C traceparent, a tenant, a
+// schema version). The handler reads it with [Completion.Field]; dead
+// letters keep it, and a redrive puts it back (see [Inspector.Redrive]).
+// Readers that take "data" by name, as this package's consumer does, ignore
+// the other fields.
 //
-// An invalid message (see [Message.Validate]) is refused with an error
-// wrapping [ErrMalformed] before anything is written. Errors from Redis
-// are returned as they are; Publish does not retry, because a retry after a
-// timeout may add the message twice, which the caller may or may not want.
+// WithField may be given several times; a later value for the same name
+// replaces the earlier one, so that an entry never holds a name twice.
+//
+// Some names are refused, with an error from [Publish] wrapping
+// [ErrMalformed], because the entry format already gives them a meaning:
+// the empty name, [DataField], and names starting with "dl_" or "orig_dl_"
+// (dead letters add dl_ fields of their own and rename an original entry's
+// dl_ fields to orig_dl_; see [DeadLetterReasonField]). Names and values
+// must be valid UTF-8: a reader that decodes every field as text (redis-py
+// with decode_responses, say) would otherwise fail on the whole entry.
+//
+// The consumer's size check, Config.MaxPayloadBytes, counts the extra
+// fields' names and values with the "data" field: keep them small.
+func WithField(name, value string) PublishOption {
+	return func(o *publishOptions) {
+		for i := range o.fields {
+			if o.fields[i].name == name {
+				o.fields[i].value = value
+				return
+			}
+		}
+		o.fields = append(o.fields, entryField{name: name, value: value})
+	}
+}
+
+// checkField reports why f cannot be written next to DataField, if it
+// cannot. The value is never quoted in the error: it may be large or
+// private.
+func checkField(f entryField) error {
+	var problem string
+	switch {
+	case f.name == "":
+		problem = "the name must not be empty"
+	case f.name == DataField:
+		problem = "the name is reserved for the JSON message"
+	case strings.HasPrefix(f.name, deadLetterFieldPrefix):
+		problem = `names starting with "` + deadLetterFieldPrefix + `" are reserved for dead-letter metadata`
+	case strings.HasPrefix(f.name, origDeadLetterFieldPrefix):
+		// A redrive turns orig_dl_x back into dl_x: the field would come
+		// back under another name.
+		problem = `names starting with "` + origDeadLetterFieldPrefix + `" are reserved: dead letters rename an entry's dl_ fields to them`
+	case !utf8.ValidString(f.name):
+		problem = "the name is not valid UTF-8"
+	case !utf8.ValidString(f.value):
+		problem = "the value is not valid UTF-8"
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: WithField(%q): %s (nothing was published)", ErrMalformed, f.name, problem)
+}
+
+// origDeadLetterFieldPrefix is what dead-lettering renames an original
+// field's "dl_" prefix to (see deadLetterFields and originalField).
+const origDeadLetterFieldPrefix = "orig_" + deadLetterFieldPrefix
+
+// Publish appends msg to stream in the wire format the Python producer
+// writes (one field, "data", holding the JSON message, followed by the
+// fields given with [WithField], if any) and returns the new entry's id. An
+// empty stream means DefaultStream.
+//
+// An invalid message (see [Message.Validate]) or field (see [WithField]) is
+// refused with an error wrapping [ErrMalformed] before anything is written.
+// Errors from Redis are returned as they are; Publish does not retry,
+// because a retry after a timeout may add the message twice, which the
+// caller may or may not want.
 func Publish(ctx context.Context, rdb XAdder, stream string, msg Message, opts ...PublishOption) (string, error) {
 	o := publishOptions{maxLen: DefaultMaxLen}
 	for _, opt := range opts {
@@ -60,15 +131,27 @@ func Publish(ctx context.Context, rdb XAdder, stream string, msg Message, opts .
 		}
 		stream = PartitionStream(stream, partitionOf(msg.TaskID, o.partitions), o.partitions)
 	}
+	for _, f := range o.fields {
+		if err := checkField(f); err != nil {
+			return "", err
+		}
+	}
 	// A fresh buffer per call: rdb may be a pipeline that sends the
 	// command only at Exec, long after Publish returned.
 	data, err := msg.MarshalJSON()
 	if err != nil {
 		return "", fmt.Errorf("%w (nothing was published)", err)
 	}
+	// "data" first, as the Python producer writes it; a slice, not a map,
+	// so that the fields keep their order on the wire.
+	values := make([]any, 0, 2+2*len(o.fields))
+	values = append(values, DataField, data)
+	for _, f := range o.fields {
+		values = append(values, f.name, f.value)
+	}
 	args := redis.XAddArgs{
 		Stream: stream,
-		Values: []any{DataField, data},
+		Values: values,
 	}
 	if o.maxLen > 0 {
 		args.MaxLen = o.maxLen

@@ -302,6 +302,12 @@ func (r *run) initDelivery(d *delivery, m *redis.XMessage, count int64, epoch ui
 		d.badMsg, d.reason = fmt.Errorf("%w: field %q holds %s bytes, over MaxPayloadBytes (%d)", ErrMalformed, DataField, strconv.Itoa(len(s)), r.cfg.MaxPayloadBytes), ReasonOversize
 		return
 	}
+	if len(m.Values) > 1 { // fields besides DataField (WithField) count too
+		if n := entryBytes(m.Values); n > r.cfg.MaxPayloadBytes {
+			d.badMsg, d.reason = fmt.Errorf("%w: the entry's fields hold %s bytes (%q: %d), over MaxPayloadBytes (%d)", ErrMalformed, strconv.Itoa(n), DataField, len(s), r.cfg.MaxPayloadBytes), ReasonOversize
+			return
+		}
+	}
 	if err := decodeMessageString(s, &d.msg); err != nil {
 		d.badMsg, d.reason = err, ReasonMalformed
 		return
@@ -355,4 +361,20 @@ func (r *run) prefetchTasks(ds []*delivery) {
 	for j, i := range idx {
 		ds[i].prefetched, ds[i].task, ds[i].taskErr = true, tasks[j], errs[j]
 	}
+}
+
+// entryBytes returns the size of an entry for Config.MaxPayloadBytes: its
+// values, and the names of its fields other than DataField. It does not
+// allocate.
+func entryBytes(values map[string]any) int {
+	n := 0
+	for k, v := range values {
+		if k != DataField {
+			n += len(k)
+		}
+		if s, ok := v.(string); ok {
+			n += len(s)
+		}
+	}
+	return n
 }
