@@ -53,8 +53,25 @@ type InspectorConfig struct {
 	// given no group. Default DefaultGroup.
 	Group string
 	// DeadLetterStream is the stream consumers move failed entries to.
-	// Default DeadLetterStreamFor(Stream), as for a Consumer.
+	// Default DeadLetterStreamFor(Stream), as for a Consumer. Of a
+	// partitioned stream (Partitions > 1) the default is the partitions' own
+	// dead-letter streams, DeadLetterStreamFor of each partition's key (and
+	// [Inspector.Config] leaves the field empty); set it only when the
+	// consumers set Config.DeadLetterStream, which makes every partition
+	// write its dead letters to that one stream.
 	DeadLetterStream string
+	// Partitions is the number of partitions the stream is split into, as
+	// the consumers' Config.Partitions and the producers' WithPartitions
+	// split it. With more than 1, the Inspector works on all partitions at
+	// once: [Inspector.Info] sums them up and lists each, [Inspector.Pending],
+	// [Inspector.DeadLetters] and [Inspector.Tail] merge them, redrives put
+	// each dead letter back into its own partition, and dead letters are
+	// addressed as "PARTITION/ID" (see [DeadLetter.Ref]). Every Redis command
+	// touches one partition's keys, so it works on Redis Cluster. As for a
+	// Consumer, it must be at most MaxPartitions, and a partitioned Stream
+	// must not carry a {hash tag}. Default 0: the stream is not
+	// partitioned (1 means the same).
+	Partitions int
 }
 
 // Inspector looks at a completion stream, its consumer groups and its
@@ -66,17 +83,28 @@ type InspectorConfig struct {
 // [Inspector.PublishTest], it only reads: it never joins a consumer group,
 // so it does not disturb the consumers.
 //
+// An Inspector of a partitioned stream (InspectorConfig.Partitions > 1)
+// shows all partitions at once; see [InspectorConfig.Partitions].
+//
 // An Inspector is safe for concurrent use, also by several processes at
 // once: see [Inspector.Redrive] for what that means for redrives.
 type Inspector struct {
 	client InspectorClient
 	cfg    InspectorConfig
 	atomic bool // redrive with one script per entry
+
+	// Of a partitioned stream (cfg.Partitions > 1); see
+	// inspector_partitions.go.
+	parts      []*Inspector   // one inspector of a single stream per partition
+	partIndex  map[string]int // partition key -> index
+	sharedDead bool           // all partitions share cfg.DeadLetterStream
 }
 
 // NewInspector returns an Inspector of the keys cfg names, with defaults
 // filled in. It returns an error wrapping [ErrInvalidConfig] when the
-// dead-letter stream is the stream itself.
+// dead-letter stream is the stream itself, or when cfg.Partitions is one a
+// [Consumer] would refuse (negative, more than MaxPartitions, or a
+// partitioned Stream with a {hash tag}).
 func NewInspector(client InspectorClient, cfg InspectorConfig) (*Inspector, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: the Redis client is nil", ErrInvalidConfig)
@@ -86,6 +114,12 @@ func NewInspector(client InspectorClient, cfg InspectorConfig) (*Inspector, erro
 	}
 	if cfg.Group == "" {
 		cfg.Group = DefaultGroup
+	}
+	if err := checkPartitions(cfg.Stream, cfg.Partitions); err != nil {
+		return nil, err
+	}
+	if cfg.Partitions > 1 {
+		return newPartitionedInspector(client, cfg)
 	}
 	if cfg.DeadLetterStream == "" {
 		cfg.DeadLetterStream = DeadLetterStreamFor(cfg.Stream)
@@ -146,6 +180,18 @@ type StreamInfo struct {
 	DeadLetterStream string
 	// DeadLetterLength is the number of dead letters.
 	DeadLetterLength int64
+	// Partitions is the state of each partition, by partition index, when
+	// the Inspector looks at a partitioned stream; nil otherwise. The other
+	// fields are then totals over the partitions: Stream is the stream's
+	// name (no key of its own), Exists is true when any partition exists,
+	// Length and DeadLetterLength are sums, FirstID and LastID are the
+	// oldest and the newest entry of any partition, and each group and
+	// consumer is merged over the partitions (see [GroupInfo] and
+	// [ConsumerInfo]). DeadLetterStream is empty when each partition has a
+	// dead-letter stream of its own; when they share one, it is that
+	// stream, every partition reports its full length, and the total counts
+	// it once.
+	Partitions []StreamInfo
 }
 
 // Group returns the group named name, and whether there is one.
@@ -159,6 +205,12 @@ func (si StreamInfo) Group(name string) (GroupInfo, bool) {
 }
 
 // GroupInfo describes a consumer group (XINFO GROUPS, XINFO CONSUMERS).
+//
+// Over the partitions of a partitioned stream, it is the group's merged
+// state: Pending, Lag and EntriesRead are sums over the partitions that
+// have the group, LagKnown is true when every one of them knows its lag
+// (Lag then sums the known ones), LastDeliveredID is the newest of their
+// last delivered ids, and Consumers are merged by name.
 type GroupInfo struct {
 	// Name is the group's name.
 	Name string
@@ -175,11 +227,16 @@ type GroupInfo struct {
 	LagKnown bool
 	// LastDeliveredID is the id of the last entry delivered to the group.
 	LastDeliveredID string
+	// EntriesRead is the number of entries delivered to the group, as Redis
+	// counts them (entries-read; 0 before Redis 7.0).
+	EntriesRead int64
 	// Consumers are the group's consumers, by name.
 	Consumers []ConsumerInfo
 }
 
-// ConsumerInfo describes one consumer of a group.
+// ConsumerInfo describes one consumer of a group. Over the partitions of a
+// partitioned stream, a consumer's Pending is the sum over the partitions,
+// and Idle the shortest idle time of any partition.
 type ConsumerInfo struct {
 	// Name is the consumer's name (Config.Consumer).
 	Name string
@@ -196,7 +253,13 @@ type ConsumerInfo struct {
 //
 // The values are read with several commands, not as one snapshot: on a busy
 // stream they may disagree slightly.
+//
+// Of a partitioned stream it returns the totals over the partitions and
+// each partition's state in StreamInfo.Partitions.
 func (in *Inspector) Info(ctx context.Context) (StreamInfo, error) {
+	if in.parts != nil {
+		return in.infoPartitioned(ctx)
+	}
 	si := StreamInfo{Stream: in.cfg.Stream, DeadLetterStream: in.cfg.DeadLetterStream}
 	groups, err := in.client.XInfoGroups(ctx, in.cfg.Stream).Result()
 	switch {
@@ -234,6 +297,7 @@ func (in *Inspector) Info(ctx context.Context) (StreamInfo, error) {
 			Lag:             max(g.Lag, 0),
 			LagKnown:        g.Lag >= 0,
 			LastDeliveredID: g.LastDeliveredID,
+			EntriesRead:     g.EntriesRead,
 		}
 		consumers, err := in.client.XInfoConsumers(ctx, in.cfg.Stream, g.Name).Result()
 		if err != nil {
@@ -264,6 +328,12 @@ func isNoSuchKey(err error) bool {
 type PendingEntry struct {
 	// ID is the entry's id in the stream.
 	ID string
+	// Stream is the key of the stream that holds the entry: the
+	// inspector's Stream, or of a partitioned stream the partition's key.
+	Stream string
+	// Partition is the index of the partition that holds the entry, of a
+	// partitioned stream; 0 otherwise.
+	Partition int
 	// Consumer is the consumer that holds it.
 	Consumer string
 	// Idle is the time since it was last delivered (or its claim renewed).
@@ -275,6 +345,10 @@ type PendingEntry struct {
 // Pending returns up to count pending entries of group, oldest first. An
 // empty group means the inspector's Group; count 0 means
 // DefaultInspectCount. A group that does not exist is an error (NOGROUP).
+//
+// Of a partitioned stream it returns the oldest count entries of all
+// partitions, ordered by id (then partition index); partitions without the
+// group are left out, and only a group no partition has is an error.
 func (in *Inspector) Pending(ctx context.Context, group string, count int) ([]PendingEntry, error) {
 	if group == "" {
 		group = in.cfg.Group
@@ -282,6 +356,9 @@ func (in *Inspector) Pending(ctx context.Context, group string, count int) ([]Pe
 	n, err := inspectCount(count)
 	if err != nil {
 		return nil, fmt.Errorf("completion: pending: %w", err)
+	}
+	if in.parts != nil {
+		return in.pendingPartitioned(ctx, group, n)
 	}
 	res, err := in.client.XPendingExt(ctx, &redis.XPendingExtArgs{
 		Stream: in.cfg.Stream, Group: group, Start: "-", End: "+", Count: n,
@@ -291,7 +368,7 @@ func (in *Inspector) Pending(ctx context.Context, group string, count int) ([]Pe
 	}
 	out := make([]PendingEntry, len(res))
 	for i, p := range res {
-		out[i] = PendingEntry{ID: p.ID, Consumer: p.Consumer, Idle: p.Idle, Deliveries: p.RetryCount}
+		out[i] = PendingEntry{ID: p.ID, Stream: in.cfg.Stream, Consumer: p.Consumer, Idle: p.Idle, Deliveries: p.RetryCount}
 	}
 	return out, nil
 }
@@ -313,8 +390,23 @@ func inspectCount(count int) (int64, error) {
 // DeadLetter...Field constants for the format).
 type DeadLetter struct {
 	// ID is the entry's id in the dead-letter stream: the id to give
-	// [Inspector.Redrive] or [Inspector.Purge].
+	// [Inspector.Redrive] or [Inspector.Purge]. Of a partitioned stream,
+	// where an id alone may be in several partitions' dead-letter
+	// streams, give them Ref instead.
 	ID string
+	// Ref names the dead letter for [Inspector.Redrive], [Inspector.Purge]
+	// and as a start for [Inspector.DeadLetters]: ID, or of a partitioned
+	// stream "PARTITION/ID" (e.g. "2/1700000000000-0").
+	Ref string
+	// DeadLetterStream is the key of the dead-letter stream that holds it.
+	DeadLetterStream string
+	// Partition is, of a partitioned stream, the index of the partition
+	// the entry belongs to, and that a redrive puts it back into: the
+	// partition whose dead-letter stream holds it, or, when the partitions
+	// share one dead-letter stream, the partition its dl_stream field
+	// names (failing that, the one [WithPartitions] picks for its task
+	// id). 0 otherwise.
+	Partition int
 	// Reason says why the entry was dead-lettered: one of the Reason
 	// constants.
 	Reason string
@@ -344,6 +436,11 @@ type DeadLetter struct {
 // id start ("" or "-" for the oldest; an id prefixed with "(" excludes that
 // id, which is how to ask for the page after the last one seen). count 0
 // means DefaultInspectCount.
+//
+// Of a partitioned stream it merges the partitions' dead letters, ordered
+// by id and then partition index; start is then an id (applied to every
+// partition) or a [DeadLetter.Ref] "PARTITION/ID" (a position in that
+// order), so that "(" + the last Ref seen asks for the next page.
 func (in *Inspector) DeadLetters(ctx context.Context, start string, count int) ([]DeadLetter, error) {
 	if start == "" {
 		start = "-"
@@ -351,6 +448,9 @@ func (in *Inspector) DeadLetters(ctx context.Context, start string, count int) (
 	n, err := inspectCount(count)
 	if err != nil {
 		return nil, fmt.Errorf("completion: dead letters: %w", err)
+	}
+	if in.parts != nil {
+		return in.deadLettersPartitioned(ctx, start, n)
 	}
 	if strings.HasPrefix(start, "(") { // exclusive start without needing Redis 6.2
 		if start, err = nextID(start[1:]); err != nil {
@@ -364,6 +464,8 @@ func (in *Inspector) DeadLetters(ctx context.Context, start string, count int) (
 	out := make([]DeadLetter, len(msgs))
 	for i, m := range msgs {
 		out[i] = parseDeadLetter(m)
+		out[i].Ref = m.ID
+		out[i].DeadLetterStream = in.cfg.DeadLetterStream
 	}
 	return out, nil
 }
@@ -478,7 +580,16 @@ return id
 //
 // Redrive stops at the first error and returns the number moved so far
 // with it.
+//
+// Of a partitioned stream, each dead letter goes back into its own
+// partition ([DeadLetter.Partition]). An id is a [DeadLetter.Ref]
+// "PARTITION/ID", or a bare ID, which Redrive looks for in every
+// partition's dead-letter stream; a bare ID found in several is refused
+// with [ErrAmbiguousID] before anything is moved.
 func (in *Inspector) Redrive(ctx context.Context, ids ...string) (int, error) {
+	if in.parts != nil {
+		return in.redrivePartitioned(ctx, ids)
+	}
 	moved := 0
 	for _, id := range ids {
 		ok, err := in.redriveOne(ctx, id)
@@ -542,9 +653,18 @@ func (in *Inspector) redriveOne(ctx context.Context, id string) (bool, error) {
 // newest when RedriveRange starts, so dead letters added meanwhile (perhaps
 // the same entries, failing again) are left alone. It returns how many it
 // moved.
+//
+// Of a partitioned stream it redrives the dead letters of all partitions in
+// the order of [Inspector.DeadLetters], each into its own partition; start
+// and end are ids (applied to every partition) or Refs "PARTITION/ID"
+// (positions in that order), and "+" means each partition's newest when
+// RedriveRange starts.
 func (in *Inspector) RedriveRange(ctx context.Context, start, end string, limit int) (int, error) {
 	if limit < 0 {
 		return 0, fmt.Errorf("completion: redrive: limit is %d; it must be positive (0 means no limit)", limit)
+	}
+	if in.parts != nil {
+		return in.redriveRangePartitioned(ctx, start, end, limit)
 	}
 	if start == "" {
 		start = "-"
@@ -597,9 +717,17 @@ func (in *Inspector) RedriveAll(ctx context.Context) (int, error) {
 
 // Purge deletes the dead letters with the given ids and returns how many
 // there were. Unknown ids are skipped.
+//
+// Of a partitioned stream, an id is a [DeadLetter.Ref] "PARTITION/ID", or a
+// bare ID, which Purge looks for in every partition's dead-letter stream; a
+// bare ID found in several is refused with [ErrAmbiguousID] before anything
+// is deleted.
 func (in *Inspector) Purge(ctx context.Context, ids ...string) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
+	}
+	if in.parts != nil {
+		return in.purgePartitioned(ctx, ids)
 	}
 	n, err := in.client.XDel(ctx, in.cfg.DeadLetterStream, ids...).Result()
 	if err != nil {
@@ -611,8 +739,12 @@ func (in *Inspector) Purge(ctx context.Context, ids ...string) (int, error) {
 // PurgeAll deletes every dead letter, also those added while it runs, and
 // returns how many it deleted. It empties the dead-letter stream with
 // XTRIM MAXLEN 0 rather than deleting the key, so consumer groups someone
-// may have created on it survive.
+// may have created on it survive. Of a partitioned stream it empties every
+// partition's dead-letter stream and returns the sum.
 func (in *Inspector) PurgeAll(ctx context.Context) (int, error) {
+	if in.parts != nil {
+		return in.purgeAllPartitioned(ctx)
+	}
 	n, err := in.client.XTrimMaxLen(ctx, in.cfg.DeadLetterStream, 0).Result()
 	if err != nil {
 		return 0, fmt.Errorf("completion: purge all dead letters of %q: %w", in.cfg.DeadLetterStream, err)
@@ -626,7 +758,14 @@ func (in *Inspector) PurgeAll(ctx context.Context) (int, error) {
 // PublishTest publishes msg to the inspector's stream with [Publish] (and
 // its options) and returns the new entry's id: a way to check, end to end,
 // that consumers are alive.
+//
+// Of a partitioned stream it publishes with [WithPartitions] (overriding
+// any in opts) to the partition of msg's task id, which
+// [Inspector.PartitionFor] names.
 func (in *Inspector) PublishTest(ctx context.Context, msg Message, opts ...PublishOption) (string, error) {
+	if in.parts != nil {
+		opts = append(opts[:len(opts):len(opts)], WithPartitions(len(in.parts)))
+	}
 	return Publish(ctx, in.client, in.cfg.Stream, msg, opts...)
 }
 
@@ -634,6 +773,12 @@ func (in *Inspector) PublishTest(ctx context.Context, msg Message, opts ...Publi
 type Entry struct {
 	// ID is the entry's id.
 	ID string
+	// Stream is the key of the stream the entry is in: the inspector's
+	// Stream, or of a partitioned stream the partition's key.
+	Stream string
+	// Partition is the index of the partition the entry is in, of a
+	// partitioned stream; 0 otherwise.
+	Partition int
 	// Fields are the entry's fields.
 	Fields map[string]string
 	// Message is the decoded message, or nil when the entry holds none that
@@ -652,7 +797,22 @@ type Entry struct {
 // Tail reads without a consumer group, so the consumers do not notice it,
 // and it sees every entry, whichever consumer handles it. It returns within
 // about a second of ctx ending.
+//
+// Of a partitioned stream it follows every partition: entries of one
+// partition come in order, those of different partitions interleaved as
+// they are read. from is then "", "$", "0", an id (applied to every
+// partition) or "PARTITION/ID" (the entries after it in the order of id,
+// then partition index). fn is called from Tail's goroutine, one entry at
+// a time. On a single node (a *redis.Client) one XREAD reads all
+// partitions; otherwise (a cluster, where a command must not touch two
+// partitions) each partition is read by a blocking XREAD of its own, which
+// holds a connection while it waits: give a *redis.ClusterClient a
+// PoolSize above the number of partitions per master, or the readers wait
+// for connections.
 func (in *Inspector) Tail(ctx context.Context, from string, fn func(Entry) error) error {
+	if in.parts != nil {
+		return in.tailPartitioned(ctx, from, fn)
+	}
 	if from == "" || from == "$" {
 		// Start after the current last entry, rather than sending "$"
 		// with every read, which would skip what arrives between reads.
@@ -682,11 +842,7 @@ func (in *Inspector) Tail(ctx context.Context, from string, fn func(Entry) error
 		}
 		for _, s := range res {
 			for _, m := range s.Messages {
-				e := Entry{ID: m.ID, Fields: make(map[string]string, len(m.Values))}
-				for k, v := range m.Values {
-					e.Fields[k] = fmt.Sprint(v)
-				}
-				e.Message, e.DecodeErr = decodeFields(e.Fields)
+				e := newEntry(in.cfg.Stream, m)
 				if err := fn(e); err != nil {
 					return err
 				}
@@ -695,6 +851,16 @@ func (in *Inspector) Tail(ctx context.Context, from string, fn func(Entry) error
 		}
 	}
 	return nil
+}
+
+// newEntry returns the stream entry m of stream as an [Entry].
+func newEntry(stream string, m redis.XMessage) Entry {
+	e := Entry{ID: m.ID, Stream: stream, Fields: make(map[string]string, len(m.Values))}
+	for k, v := range m.Values {
+		e.Fields[k] = fmt.Sprint(v)
+	}
+	e.Message, e.DecodeErr = decodeFields(e.Fields)
+	return e
 }
 
 // nextID returns the smallest stream id greater than id ("ms-seq" or "ms").

@@ -37,8 +37,11 @@ var commands = []*command{
 group with its pending count, its lag (entries not yet delivered to the
 group; "?" when Redis cannot tell) and last delivered id, each consumer with
 its pending count and idle time, and how many dead letters there are.
-It only reads: consumers are not disturbed.`,
-		example: "completion info\ncompletion -stream chat:completions info -json",
+It only reads: consumers are not disturbed. With -partitions N it shows the
+totals over the N partitions (pending counts, lags and consumers merged),
+then one line per partition: its key, entries, the -group group's pending
+count and lag, and its dead letters; -json lists each partition in full.`,
+		example: "completion info\ncompletion -stream chat:completions info -json\ncompletion -stream chat:completions -partitions 6 info",
 		setup: func(fs *flag.FlagSet) func([]string) (action, error) {
 			return func(args []string) (action, error) {
 				if len(args) > 0 {
@@ -49,7 +52,7 @@ It only reads: consumers are not disturbed.`,
 					if err != nil {
 						return err
 					}
-					return e.print(infoView(si), func() error { return writeInfo(e.stdout, si) })
+					return e.print(infoView(si), func() error { return writeInfo(e.stdout, si, e.g.group) })
 				}, nil
 			}
 		},
@@ -62,8 +65,9 @@ It only reads: consumers are not disturbed.`,
 consumer holding it, how long since it was last delivered, and how many
 times it was delivered. An entry delivered many times is failing; one with a
 long idle time is held by a consumer that may be dead (another consumer
-takes it over after the claim min-idle time).`,
-		example: "completion pending -count 50\ncompletion -group chat_consumers pending",
+takes it over after the claim min-idle time). With -partitions N it merges
+the N partitions' pending entries, oldest first, each named PARTITION/ID.`,
+		example: "completion pending -count 50\ncompletion -group chat_consumers pending\ncompletion -partitions 6 pending",
 		setup: func(fs *flag.FlagSet) func([]string) (action, error) {
 			count := fs.Int("count", 20, "show at most `N` entries")
 			return func(args []string) (action, error) {
@@ -78,7 +82,9 @@ takes it over after the claim min-idle time).`,
 					if err != nil {
 						return err
 					}
-					return e.print(pendingView(entries), func() error { return writePending(e.stdout, e.g.group, entries, *count) })
+					return e.print(pendingView(entries, e.partitioned()), func() error {
+						return writePending(e.stdout, e.g.group, entries, *count, e.partitioned())
+					})
 				}, nil
 			}
 		},
@@ -91,8 +97,11 @@ takes it over after the claim min-idle time).`,
 key has a {hash tag} already), oldest first: the dead letter's id (what
 redrive and purge take), when and why the entry was dead-lettered, its
 delivery count, its id in the stream, its operation and task, and the
-error. Page with -start: an id prefixed with "(" starts after that id.`,
-		example: "completion dead\ncompletion dead -count 10 -start '(1700000000000-3'",
+error. Page with -start: an id prefixed with "(" starts after that id.
+With -partitions N it merges the dead-letter streams of the N partitions,
+oldest first, and names each dead letter PARTITION/ID (e.g.
+2/1700000000000-3): the form redrive, purge and -start take.`,
+		example: "completion dead\ncompletion dead -count 10 -start '(1700000000000-3'\ncompletion -partitions 6 dead -start '(2/1700000000000-3'",
 		setup: func(fs *flag.FlagSet) func([]string) (action, error) {
 			count := fs.Int("count", 20, "show at most `N` dead letters")
 			start := fs.String("start", "-", "start at this dead-letter `ID` (\"-\": the oldest; \"(ID\": after ID)")
@@ -104,11 +113,14 @@ error. Page with -start: an id prefixed with "(" starts after that id.`,
 					return nil, usagef("-count is %d; it must be positive", *count)
 				}
 				return func(ctx context.Context, e *env) error {
+					if err := e.checkRefs([]string{*start}); err != nil {
+						return err
+					}
 					dls, err := e.in.DeadLetters(ctx, *start, *count)
 					if err != nil {
 						return err
 					}
-					return e.print(deadView(dls), func() error { return writeDead(e.stdout, dls, *count) })
+					return e.print(deadView(dls, e.partitioned()), func() error { return writeDead(e.stdout, dls, *count, e.partitioned()) })
 				}, nil
 			}
 		},
@@ -124,14 +136,19 @@ lists them), or -all, or -range START END (both included; "-" and "+" are
 the oldest and the newest). -limit caps how many -all or -range move. On a
 single Redis node each entry moves exactly once even when two people
 redrive at the same time. Fix the cause first (register the task, deploy
-the handler fix), or the entries come straight back.`,
-		example: "completion redrive 1700000000000-0 1700000000000-1\ncompletion redrive -range - 1700000000999-0\ncompletion redrive -all",
+the handler fix), or the entries come straight back. With -partitions N
+each dead letter goes back into its own partition; give ids as "dead"
+lists them, PARTITION/ID (a bare ID is looked for in every partition, and
+refused if several have it), and -range START END runs over all partitions
+in the order "dead" lists them.`,
+		example: "completion redrive 1700000000000-0 1700000000000-1\ncompletion redrive -range - 1700000000999-0\ncompletion redrive -all\ncompletion -partitions 6 redrive 2/1700000000000-0 5/1700000000000-0",
 		setup: func(fs *flag.FlagSet) func([]string) (action, error) {
 			all := fs.Bool("all", false, "redrive every dead letter")
 			rng := fs.Bool("range", false, "redrive the dead letters from START to END (two arguments)")
 			limit := fs.Int("limit", 0, "with -all or -range: move at most `N` (0: no limit)")
 			return func(args []string) (action, error) {
 				var do func(ctx context.Context, in *completion.Inspector) (int, error)
+				var refs []string // checked against -partitions when it runs
 				switch {
 				case *all && *rng:
 					return nil, usagef("give -all or -range, not both")
@@ -151,6 +168,7 @@ the handler fix), or the entries come straight back.`,
 					if err := checkIDs(args, true); err != nil {
 						return nil, err
 					}
+					refs = args
 					do = func(ctx context.Context, in *completion.Inspector) (int, error) {
 						return in.RedriveRange(ctx, args[0], args[1], *limit)
 					}
@@ -162,17 +180,28 @@ the handler fix), or the entries come straight back.`,
 					if err := checkIDs(args, false); err != nil {
 						return nil, err
 					}
+					refs = args
 					do = func(ctx context.Context, in *completion.Inspector) (int, error) {
 						return in.Redrive(ctx, args...)
 					}
 				}
 				return func(ctx context.Context, e *env) error {
+					if err := e.checkRefs(refs); err != nil {
+						return err
+					}
 					n, err := do(ctx, e.in)
 					if err != nil {
 						if n > 0 {
 							fmt.Fprintf(e.stderr, "completion redrive: moved %d before the error\n", n)
 						}
 						return err
+					}
+					if e.partitioned() {
+						return e.print(countView{Redriven: &n, Stream: e.g.stream, Partitions: e.g.partitions}, func() error {
+							_, err := fmt.Fprintf(e.stdout, "Moved %d dead %s back into %s of %s (%d partitions).\n",
+								n, plural(n, "letter", "letters"), plural(n, "its partition", "their partitions"), e.g.stream, e.g.partitions)
+							return err
+						})
 					}
 					return e.print(countView{Redriven: &n, Stream: e.g.stream}, func() error {
 						_, err := fmt.Fprintf(e.stdout, "Moved %d dead %s back to %s.\n", n, plural(n, "letter", "letters"), e.g.stream)
@@ -188,13 +217,17 @@ the handler fix), or the entries come straight back.`,
 		summary: "delete dead letters for good",
 		about: `Deletes dead letters. Give dead-letter ids, or -all to delete every dead
 letter; -all asks no question, so it needs -yes as well. What is purged is
-gone: look at it with "dead" first, or redrive it.`,
-		example: "completion purge 1700000000000-0\ncompletion purge -all -yes",
+gone: look at it with "dead" first, or redrive it. With -partitions N give
+ids as "dead" lists them, PARTITION/ID (a bare ID is looked for in every
+partition, and refused if several have it); -all empties the dead-letter
+streams of all N partitions.`,
+		example: "completion purge 1700000000000-0\ncompletion purge -all -yes\ncompletion -partitions 6 purge 2/1700000000000-0",
 		setup: func(fs *flag.FlagSet) func([]string) (action, error) {
 			all := fs.Bool("all", false, "delete every dead letter (needs -yes)")
 			yes := fs.Bool("yes", false, "confirm -all")
 			return func(args []string) (action, error) {
 				var do func(ctx context.Context, in *completion.Inspector) (int, error)
+				var refs []string // checked against -partitions when it runs
 				switch {
 				case *all && len(args) > 0:
 					return nil, usagef("-all takes no ids, got %q", args)
@@ -208,12 +241,26 @@ gone: look at it with "dead" first, or redrive it.`,
 					if err := checkIDs(args, false); err != nil {
 						return nil, err
 					}
+					refs = args
 					do = func(ctx context.Context, in *completion.Inspector) (int, error) { return in.Purge(ctx, args...) }
 				}
 				return func(ctx context.Context, e *env) error {
+					if err := e.checkRefs(refs); err != nil {
+						return err
+					}
 					n, err := do(ctx, e.in)
 					if err != nil {
 						return err
+					}
+					if e.partitioned() {
+						where := fmt.Sprintf("the dead-letter streams of the %d partitions of %s", e.g.partitions, e.g.stream)
+						if dead := e.in.Config().DeadLetterStream; dead != "" {
+							where = dead
+						}
+						return e.print(countView{Purged: &n, Stream: e.g.stream, Partitions: e.g.partitions}, func() error {
+							_, err := fmt.Fprintf(e.stdout, "Deleted %d dead %s from %s.\n", n, plural(n, "letter", "letters"), where)
+							return err
+						})
 					}
 					return e.print(countView{Purged: &n, Stream: e.in.Config().DeadLetterStream}, func() error {
 						_, err := fmt.Fprintf(e.stdout, "Deleted %d dead %s from %s.\n", n, plural(n, "letter", "letters"), e.in.Config().DeadLetterStream)
@@ -230,8 +277,10 @@ gone: look at it with "dead" first, or redrive it.`,
 		about: `Publishes a completion, exactly as a producer does (XADD ... MAXLEN ~ 10000
 * data <json>), and prints its entry id: a way to check end to end that
 consumers pick completions up. -result is raw JSON: an object, a string
-literal or null. A failure takes -success=false and -error.`,
-		example: "completion publish -op op-1 -task t-1 -result '{\"answer\":42}'\ncompletion publish -op op-2 -task t-1 -success=false -error 'tool crashed'",
+literal or null. A failure takes -success=false and -error. With -partitions N
+it goes to the partition of the task, as producers using WithPartitions(N)
+pick it.`,
+		example: "completion publish -op op-1 -task t-1 -result '{\"answer\":42}'\ncompletion publish -op op-2 -task t-1 -success=false -error 'tool crashed'\ncompletion -partitions 6 publish -op op-3 -task t-3",
 		setup: func(fs *flag.FlagSet) func([]string) (action, error) {
 			op := fs.String("op", "", "the operation id (required)")
 			task := fs.String("task", "", "the task id (required)")
@@ -264,6 +313,13 @@ literal or null. A failure takes -success=false and -error.`,
 					if err != nil {
 						return err
 					}
+					if e.partitioned() {
+						p, key := e.in.PartitionFor(msg.TaskID)
+						return e.print(publishedView{ID: id, Stream: key, Partition: &p, Partitions: e.g.partitions}, func() error {
+							_, err := fmt.Fprintf(e.stdout, "Published %s to %s (partition %d of %d).\n", id, key, p, e.g.partitions)
+							return err
+						})
+					}
 					return e.print(publishedView{ID: id, Stream: e.g.stream}, func() error {
 						_, err := fmt.Fprintf(e.stdout, "Published %s to %s.\n", id, e.g.stream)
 						return err
@@ -281,8 +337,11 @@ disturbed, and every entry shows, whichever consumer handles it) and prints
 one line per entry: its id, operation, task and outcome, or why it cannot be
 decoded. -from "$" (the default) starts with entries added from now on,
 -from 0 with the oldest, -from ID after that id. -timeout does not apply;
-stop it with Ctrl-C. With -json it prints one JSON object per line.`,
-		example: "completion tail\ncompletion tail -from 0 -json",
+stop it with Ctrl-C. With -json it prints one JSON object per line. With
+-partitions N it follows all N partitions and names each entry
+PARTITION/ID; one partition's entries come in order, different partitions'
+as they arrive.`,
+		example: "completion tail\ncompletion tail -from 0 -json\ncompletion -partitions 6 tail",
 		endless: true,
 		setup: func(fs *flag.FlagSet) func([]string) (action, error) {
 			from := fs.String("from", "$", "start after this entry `ID` (\"$\": now; \"0\": the beginning)")
@@ -291,14 +350,21 @@ stop it with Ctrl-C. With -json it prints one JSON object per line.`,
 					return nil, usagef("tail takes no arguments, got %q", args)
 				}
 				return func(ctx context.Context, e *env) error {
+					if err := e.checkRefs([]string{*from}); err != nil {
+						return err
+					}
 					if !e.g.json {
-						fmt.Fprintf(e.stderr, "Following %s from %s; Ctrl-C to stop.\n", e.g.stream, *from)
+						what := e.g.stream
+						if e.partitioned() {
+							what = fmt.Sprintf("the %d partitions of %s", e.g.partitions, e.g.stream)
+						}
+						fmt.Fprintf(e.stderr, "Following %s from %s; Ctrl-C to stop.\n", what, *from)
 					}
 					return e.in.Tail(ctx, *from, func(en completion.Entry) error {
 						if e.g.json {
-							return writeJSONLine(e.stdout, entryView(en))
+							return writeJSONLine(e.stdout, entryView(en, e.partitioned()))
 						}
-						return writeEntry(e.stdout, en)
+						return writeEntry(e.stdout, en, e.partitioned())
 					})
 				}, nil
 			}
@@ -316,8 +382,9 @@ func commandNamed(name string) (*command, bool) {
 }
 
 // streamID matches a stream entry id: "1700000000000-0", or "1700000000000"
-// (sequence 0 as a start, all sequences as an end).
-var streamID = regexp.MustCompile(`^[0-9]+(-[0-9]+)?$`)
+// (sequence 0 as a start, all sequences as an end), optionally prefixed
+// with a partition ("2/1700000000000-0", with -partitions; see env.checkRefs).
+var streamID = regexp.MustCompile(`^([0-9]+/)?[0-9]+(-[0-9]+)?$`)
 
 // checkIDs reports the first argument that is not a stream id; with ends,
 // "-" and "+" (the oldest and the newest) are accepted too.

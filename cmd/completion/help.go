@@ -20,6 +20,7 @@ Global flags (also accepted after the command):
                    (default $REDIS_ADDR, or localhost:6379)
   -stream KEY      the completion stream (default chat:completions)
   -partition I/N   partition I (from 0) of the stream split into N (Config.Partitions)
+  -partitions N    all N partitions of the stream at once (see "Partitioned streams")
   -group NAME      the consumer group, for pending (default chat_consumers)
   -json            print JSON instead of tables
   -timeout D       give up after D, e.g. 5s (default 10s; not for tail)
@@ -27,7 +28,18 @@ Global flags (also accepted after the command):
 Commands:
 `
 
-const helpOutro = `A typical repair: "info" shows dead letters; "dead" shows why (say
+const helpOutro = `Partitioned streams: a stream that consumers read with Config.Partitions N
+(and producers write with WithPartitions(N)) is N streams, STREAM:{tag}, on
+different Redis Cluster masters. With -partitions N every command covers all
+of them: "info" shows the totals (pending counts, lags and consumers merged)
+and a line per partition; "pending", "dead" and "tail" merge the partitions,
+oldest first, and name entries PARTITION/ID (e.g. 2/1700000000000-0);
+"redrive" and "purge" take those ids (a bare ID is looked for in every
+partition, and refused if several have it), and "redrive" puts each dead
+letter back into the partition it came from; "publish" picks the task's
+partition, as producers do. -partition I/N looks at partition I alone.
+
+A typical repair: "info" shows dead letters; "dead" shows why (say
 task_not_found, because a task was registered late); fix the cause; then
 "redrive -all" puts them back, and the consumers handle them as new entries.
 
@@ -67,5 +79,5 @@ func printCommandHelp(w io.Writer, c *command) {
 	for _, ex := range strings.Split(c.example, "\n") {
 		fmt.Fprintf(w, "  %s\n", ex)
 	}
-	fmt.Fprintf(w, "\nGlobal flags (-addr, -stream, -group, -json, -timeout): see 'completion help'.\n")
+	fmt.Fprintf(w, "\nGlobal flags (-addr, -stream, -partition, -partitions, -group, -json, -timeout): see 'completion help'.\n")
 }

@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -50,12 +51,13 @@ func main() {
 
 // globals are the flags every command accepts, before or after its name.
 type globals struct {
-	addr      string
-	stream    string
-	partition string // "I/N": partition I of a stream split into N
-	group     string
-	json      bool
-	timeout   time.Duration
+	addr       string
+	stream     string
+	partition  string // "I/N": partition I of a stream split into N
+	partitions int    // N > 1: all partitions of a stream split into N
+	group      string
+	json       bool
+	timeout    time.Duration
 }
 
 func defaultGlobals() globals {
@@ -73,6 +75,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.addr, "addr", g.addr, "Redis `address` (host:port, or a redis:// URL); default $REDIS_ADDR or localhost:6379")
 	fs.StringVar(&g.stream, "stream", g.stream, "the completion `stream` key")
 	fs.StringVar(&g.partition, "partition", g.partition, "`I/N`: work on partition I (from 0) of the stream split into N partitions (Config.Partitions)")
+	fs.IntVar(&g.partitions, "partitions", g.partitions, "`N`: the stream is split into N partitions (Config.Partitions); work on all of them at once")
 	fs.StringVar(&g.group, "group", g.group, "the consumer `group`")
 	fs.BoolVar(&g.json, "json", g.json, "print JSON instead of tables")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up after this `duration` (not for tail)")
@@ -93,6 +96,29 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	in     *completion.Inspector
+}
+
+// partitioned reports whether the command works on all partitions of a
+// partitioned stream (-partitions N, N > 1).
+func (e *env) partitioned() bool { return e.g.partitions > 1 }
+
+// checkRefs reports, as a usage error, a dead-letter id with a partition
+// ("2/1700000000000-0") that the stream does not have: any without
+// -partitions, one beyond N-1 with -partitions N.
+func (e *env) checkRefs(ids []string) error {
+	for _, id := range ids {
+		p, _, ok := strings.Cut(strings.TrimPrefix(id, "("), "/")
+		if !ok {
+			continue
+		}
+		if !e.partitioned() {
+			return usagef("%q names a partition; give -partitions N for a partitioned stream", id)
+		}
+		if i, err := strconv.Atoi(p); err != nil || i >= e.g.partitions {
+			return usagef("%q: the partition must be from 0 to %d (-partitions %d)", id, e.g.partitions-1, e.g.partitions)
+		}
+	}
+	return nil
 }
 
 // run is the program: it parses args (without the program name), runs the
@@ -160,7 +186,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageFailure(stderr, name, err)
 	}
 	defer client.Close()
-	in, err := completion.NewInspector(client, completion.InspectorConfig{Stream: stream, Group: g.group})
+	in, err := completion.NewInspector(client, completion.InspectorConfig{Stream: stream, Group: g.group, Partitions: g.partitions})
 	if err != nil {
 		return usageFailure(stderr, name, err)
 	}
@@ -238,8 +264,21 @@ func newClient(addr string) (*redis.Client, error) {
 
 // streamKey returns the key to work on: the stream, or with -partition I/N
 // its partition I (completion.PartitionStream), whose default dead-letter
-// stream is then the partition's, as for a partitioned Consumer.
+// stream is then the partition's, as for a partitioned Consumer. With
+// -partitions N it is the stream's name, of which the Inspector then works
+// on all N partitions.
 func (g *globals) streamKey() (string, error) {
+	if g.partitions != 0 {
+		switch {
+		case g.partition != "":
+			return "", fmt.Errorf("give -partition I/N (one partition) or -partitions N (all of them), not both")
+		case g.partitions < 0 || g.partitions > completion.MaxPartitions:
+			return "", fmt.Errorf("-partitions is %d; want 1 to %d (0: not partitioned)", g.partitions, completion.MaxPartitions)
+		case strings.ContainsAny(g.stream, "{}") && g.partitions > 1:
+			return "", fmt.Errorf("-partitions: stream %q has a {hash tag}; partitioned streams have none (give the name consumers have in Config.Stream)", g.stream)
+		}
+		return g.stream, nil
+	}
 	if g.partition == "" {
 		return g.stream, nil
 	}

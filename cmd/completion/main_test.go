@@ -541,3 +541,433 @@ func TestPartitionFlag(t *testing.T) {
 		assert.Equal(t, exitUsage, code, "-partition %s: %s", bad, errOut)
 	}
 }
+
+// ---------------------------------------------------------------------------
+// -partitions N: all partitions of a partitioned stream at once
+
+// partScenario is a stream split into parts partitions, with a history: a
+// partitioned Consumer dead-lettered poison in every partition, then a
+// backlog was published of which a crashed consumer read some of every
+// partition.
+type partScenario struct {
+	stream  string
+	parts   int
+	keys    []string   // partition keys
+	length  []int64    // entries per partition
+	dead    [][]string // dead-letter ids per partition
+	backlog [][]string // backlog ids per partition
+	read    int        // backlog entries "crashed" holds in each partition
+}
+
+const (
+	partUnknown = 10 // completions of unknown tasks t-u0 .. t-u9
+	partBacklog = 12 // completions of tasks t-0 .. t-11
+	partRead    = 2  // backlog entries "crashed" reads per partition
+)
+
+func newPartScenario(t *testing.T, b backend, parts int) *partScenario {
+	t.Helper()
+	ctx := context.Background()
+	s := &partScenario{stream: fmt.Sprintf("completion-cli-test:%08x", rand.Uint32()), parts: parts, read: partRead,
+		length: make([]int64, parts), dead: make([][]string, parts), backlog: make([][]string, parts)}
+	for i := range parts {
+		s.keys = append(s.keys, completion.PartitionStream(s.stream, i, parts))
+	}
+	t.Cleanup(func() {
+		for _, k := range s.keys {
+			_ = b.rdb.Del(context.Background(), k, completion.DeadLetterStreamFor(k)).Err()
+		}
+	})
+	in, err := completion.NewInspector(b.rdb, completion.InspectorConfig{Stream: s.stream, Partitions: parts})
+	require.NoError(t, err)
+	for i := range partUnknown {
+		task := fmt.Sprintf("t-u%d", i)
+		_, err := in.PublishTest(ctx, completion.Message{OperationID: fmt.Sprintf("op-u%d", i), TaskID: task, Success: true})
+		require.NoError(t, err)
+		p, _ := in.PartitionFor(task)
+		s.length[p]++
+	}
+	// An undecodable entry in the last partition.
+	require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.keys[parts-1], Values: []any{"data", "garbage"}}).Err())
+	s.length[parts-1]++
+	c, err := completion.NewConsumer(b.rdb, &completion.MemoryRegistry{}, completion.HandlerFunc(func(context.Context, *completion.Completion) error { return nil }), completion.Config{
+		Stream: s.stream, Partitions: parts, Group: "g", Consumer: "c1", Block: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	require.NoError(t, err)
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(cctx) }()
+	require.Eventually(t, func() bool { return c.Stats().DeadLettered == partUnknown+1 }, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+
+	for i := range partBacklog {
+		task := fmt.Sprintf("t-%d", i)
+		id, err := in.PublishTest(ctx, completion.Message{OperationID: fmt.Sprintf("op-%d", i), TaskID: task, Success: true})
+		require.NoError(t, err)
+		p, _ := in.PartitionFor(task)
+		s.backlog[p] = append(s.backlog[p], id)
+		s.length[p]++
+	}
+	for p, k := range s.keys {
+		require.Greater(t, len(s.backlog[p]), partRead, "partition %d: too small a backlog: choose other task names", p)
+		_, err = b.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "crashed", Streams: []string{k, ">"}, Count: partRead, Block: -1}).Result()
+		require.NoError(t, err)
+		msgs, err := b.rdb.XRange(ctx, completion.DeadLetterStreamFor(k), "-", "+").Result()
+		require.NoError(t, err)
+		for _, m := range msgs {
+			s.dead[p] = append(s.dead[p], m.ID)
+		}
+		require.NotEmpty(t, s.dead[p], "partition %d got no poison: choose other task names", p)
+	}
+	return s
+}
+
+func (s *partScenario) lengths(t *testing.T, rdb *redis.Client) []int64 {
+	t.Helper()
+	out := make([]int64, s.parts)
+	for p, k := range s.keys {
+		n, err := rdb.XLen(context.Background(), k).Result()
+		require.NoError(t, err)
+		out[p] = n
+	}
+	return out
+}
+
+func TestPartitionsInfo(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		const parts = 3
+		s := newPartScenario(t, b, parts)
+		base := []string{"-addr", b.addr, "-stream", s.stream, "-group", "g", "-partitions", fmt.Sprint(parts)}
+		out, errOut, code := cli(t, append(base, "info")...)
+		require.Equal(t, exitOK, code, errOut)
+		assert.Regexp(t, `(?m)^Stream\s+`+regexp.QuoteMeta(s.stream)+` \(3 partitions\)$`, out)
+		assert.Regexp(t, fmt.Sprintf(`(?m)^Entries\s+%d$`, partUnknown+1+partBacklog), out)
+		assert.Regexp(t, fmt.Sprintf(`(?m)^Dead letters\s+%d in the partitions' dead-letter streams$`, partUnknown+1), out)
+		lag := func(n int) string {
+			if b.real { // miniredis reports the stream length as lag
+				return fmt.Sprint(n)
+			}
+			return `\S+`
+		}
+		// The totals: the group's pending entries and lag, the consumer's.
+		assert.Regexp(t, fmt.Sprintf(`(?m)^g\s+\d+\s+%d\s+%s\s+\d+-\d+$`, parts*partRead, lag(partBacklog-parts*partRead)), out)
+		assert.Regexp(t, fmt.Sprintf(`(?m)^g\s+crashed\s+%d\s+\S+$`, parts*partRead), out)
+		// A line per partition, and the totals.
+		assert.Contains(t, out, "Partitions (pending and lag of group g):")
+		assert.Regexp(t, `(?m)^PARTITION\s+STREAM\s+ENTRIES\s+PENDING\s+LAG\s+DEAD LETTERS$`, out)
+		for p, k := range s.keys {
+			assert.Regexp(t, fmt.Sprintf(`(?m)^%d\s+%s\s+%d\s+%d\s+%s\s+%d$`, p, regexp.QuoteMeta(k), s.length[p], partRead,
+				lag(len(s.backlog[p])-partRead), len(s.dead[p])), out)
+		}
+		assert.Regexp(t, fmt.Sprintf(`(?m)^TOTAL\s+%d\s+%d\s+%s\s+%d$`, partUnknown+1+partBacklog, parts*partRead,
+			lag(partBacklog-parts*partRead), partUnknown+1), out)
+
+		// -json: the totals, and each partition in full.
+		out, errOut, code = cli(t, append(base, "info", "-json")...)
+		require.Equal(t, exitOK, code, errOut)
+		var info infoJSON
+		require.NoError(t, json.Unmarshal([]byte(out), &info), out)
+		assert.Equal(t, s.stream, info.Stream)
+		assert.Equal(t, int64(partUnknown+1+partBacklog), info.Length)
+		assert.Equal(t, int64(partUnknown+1), info.DeadLetterLength)
+		assert.Empty(t, info.DeadLetterStream)
+		require.Len(t, info.Groups, 1)
+		assert.Equal(t, int64(parts*partRead), info.Groups[0].Pending)
+		require.Len(t, info.Partitions, parts)
+		var length, dead, pending, lagSum int64
+		for p, pj := range info.Partitions {
+			assert.Equal(t, p, pj.Index)
+			assert.Equal(t, s.keys[p], pj.Stream)
+			assert.Equal(t, s.length[p], pj.Length)
+			assert.Equal(t, completion.DeadLetterStreamFor(s.keys[p]), pj.DeadLetterStream)
+			assert.Equal(t, int64(len(s.dead[p])), pj.DeadLetterLength)
+			require.Len(t, pj.Groups, 1)
+			assert.Equal(t, int64(partRead), pj.Groups[0].Pending)
+			assert.Equal(t, s.backlog[p][partRead-1], pj.Groups[0].LastDeliveredID)
+			assert.Nil(t, pj.Partitions)
+			length += pj.Length
+			dead += pj.DeadLetterLength
+			pending += pj.Groups[0].Pending
+			require.NotNil(t, pj.Groups[0].Lag)
+			lagSum += *pj.Groups[0].Lag
+		}
+		assert.Equal(t, info.Length, length)
+		assert.Equal(t, info.DeadLetterLength, dead)
+		assert.Equal(t, info.Groups[0].Pending, pending)
+		require.NotNil(t, info.Groups[0].Lag)
+		assert.Equal(t, *info.Groups[0].Lag, lagSum)
+
+		// -partition I/N still shows one partition.
+		out, errOut, code = cli(t, "-addr", b.addr, "-stream", s.stream, "-partition", "1/3", "-json", "info")
+		require.Equal(t, exitOK, code, errOut)
+		var one infoJSON
+		require.NoError(t, json.Unmarshal([]byte(out), &one), out)
+		assert.Equal(t, s.keys[1], one.Stream)
+		assert.Equal(t, s.length[1], one.Length)
+		assert.Nil(t, one.Partitions)
+	})
+}
+
+func TestPartitionsPendingAndDead(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		const parts = 3
+		s := newPartScenario(t, b, parts)
+		base := []string{"-addr", b.addr, "-stream", s.stream, "-group", "g", "-partitions", fmt.Sprint(parts)}
+
+		out, errOut, code := cli(t, append(base, "pending")...)
+		require.Equal(t, exitOK, code, errOut)
+		assert.Regexp(t, `(?m)^PARTITION/ID\s+CONSUMER\s+IDLE\s+DELIVERIES$`, out)
+		for p := range parts {
+			for _, id := range s.backlog[p][:partRead] {
+				assert.Regexp(t, fmt.Sprintf(`(?m)^%d/%s\s+crashed\s+\S+\s+1$`, p, id), out)
+			}
+			assert.NotContains(t, out, fmt.Sprintf("%d/%s", p, s.backlog[p][partRead]))
+		}
+		out, errOut, code = cli(t, append(base, "pending", "-json")...)
+		require.Equal(t, exitOK, code, errOut)
+		var entries []pendingJSON
+		require.NoError(t, json.Unmarshal([]byte(out), &entries), out)
+		require.Len(t, entries, parts*partRead)
+		for _, e := range entries {
+			require.NotNil(t, e.Partition)
+			assert.Equal(t, s.keys[*e.Partition], e.Stream)
+			assert.Contains(t, s.backlog[*e.Partition][:partRead], e.ID)
+		}
+
+		out, errOut, code = cli(t, append(base, "dead")...)
+		require.Equal(t, exitOK, code, errOut)
+		assert.Regexp(t, `(?m)^PARTITION/ID\s+DEAD-LETTERED\s+REASON\s+DELIVERIES\s+SOURCE ID\s+OPERATION\s+TASK\s+ERROR$`, out)
+		for p := range parts {
+			for _, id := range s.dead[p] {
+				assert.Regexp(t, fmt.Sprintf(`(?m)^%d/%s\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+(task_not_found|malformed)\s+1\s`, p, id), out)
+			}
+		}
+		out, errOut, code = cli(t, append(base, "dead", "-json")...)
+		require.Equal(t, exitOK, code, errOut)
+		var dls []deadJSON
+		require.NoError(t, json.Unmarshal([]byte(out), &dls), out)
+		require.Len(t, dls, partUnknown+1)
+		var all []string
+		for _, d := range dls {
+			require.NotNil(t, d.Partition)
+			p := *d.Partition
+			assert.Equal(t, fmt.Sprintf("%d/%s", p, d.ID), d.Ref)
+			assert.Equal(t, completion.DeadLetterStreamFor(s.keys[p]), d.DeadLetterStream)
+			assert.Equal(t, s.keys[p], d.Stream)
+			assert.Contains(t, s.dead[p], d.ID)
+			all = append(all, d.Ref)
+		}
+
+		// Paging by Ref.
+		out, errOut, code = cli(t, append(base, "dead", "-count", "4")...)
+		require.Equal(t, exitOK, code, errOut)
+		assert.Contains(t, out, "More may follow: completion dead -start '("+all[3]+"'")
+		out, errOut, code = cli(t, append(base, "dead", "-json", "-start", "("+all[3])...)
+		require.Equal(t, exitOK, code, errOut)
+		require.NoError(t, json.Unmarshal([]byte(out), &dls), out)
+		var rest []string
+		for _, d := range dls {
+			rest = append(rest, d.Ref)
+		}
+		assert.Equal(t, all[4:], rest)
+	})
+}
+
+func TestPartitionsRedriveAndPurge(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		const parts = 3
+		s := newPartScenario(t, b, parts)
+		base := []string{"-addr", b.addr, "-stream", s.stream, "-partitions", fmt.Sprint(parts)}
+		before := s.lengths(t, b.rdb)
+
+		// One from each partition, by Ref; again: nothing.
+		refs := make([]string, parts)
+		for p := range parts {
+			refs[p] = fmt.Sprintf("%d/%s", p, s.dead[p][0])
+		}
+		out, errOut, code := cli(t, append(append(base, "redrive"), refs...)...)
+		require.Equal(t, exitOK, code, errOut)
+		assert.Equal(t, fmt.Sprintf("Moved 3 dead letters back into their partitions of %s (3 partitions).\n", s.stream), out)
+		out, errOut, code = cli(t, append(append(base, "redrive", "-json"), refs...)...)
+		require.Equal(t, exitOK, code, errOut)
+		assert.JSONEq(t, fmt.Sprintf(`{"redriven":0,"stream":%q,"partitions":3}`, s.stream), out)
+		for p, n := range s.lengths(t, b.rdb) {
+			assert.Equal(t, before[p]+1, n, "partition %d gets its own dead letter back", p)
+		}
+
+		// The rest: each into its own partition, once.
+		out, errOut, code = cli(t, append(base, "redrive", "-all", "-json")...)
+		require.Equal(t, exitOK, code, errOut)
+		assert.JSONEq(t, fmt.Sprintf(`{"redriven":%d,"stream":%q,"partitions":3}`, partUnknown+1-parts, s.stream), out)
+		for p, n := range s.lengths(t, b.rdb) {
+			assert.Equal(t, before[p]+int64(len(s.dead[p])), n, "partition %d", p)
+		}
+		out, _, code = cli(t, append(base, "dead")...)
+		require.Equal(t, exitOK, code)
+		assert.Equal(t, "No dead letters.\n", out)
+
+		// The same id in two partitions: a bare id is refused, a Ref is not.
+		for _, p := range []int{0, 2} {
+			require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: completion.DeadLetterStreamFor(s.keys[p]), ID: "9999999999999-0",
+				Values: []any{"data", fmt.Sprint(p), completion.DeadLetterReasonField, "manual"}}).Err())
+		}
+		_, errOut, code = cli(t, append(base, "redrive", "9999999999999-0")...)
+		assert.Equal(t, exitError, code)
+		assert.Contains(t, errOut, "several partitions")
+		assert.Contains(t, errOut, "0/9999999999999-0, 2/9999999999999-0")
+		_, errOut, code = cli(t, append(base, "purge", "9999999999999-0")...)
+		assert.Equal(t, exitError, code, errOut)
+		out, errOut, code = cli(t, append(base, "purge", "2/9999999999999-0")...)
+		require.Equal(t, exitOK, code, errOut)
+		assert.Equal(t, fmt.Sprintf("Deleted 1 dead letter from the dead-letter streams of the 3 partitions of %s.\n", s.stream), out)
+		out, errOut, code = cli(t, append(base, "purge", "9999999999999-0")...)
+		require.Equal(t, exitOK, code, errOut)
+		assert.Contains(t, out, "Deleted 1 dead letter")
+
+		require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: completion.DeadLetterStreamFor(s.keys[1]), Values: []any{"data", "x"}}).Err())
+		require.NoError(t, b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: completion.DeadLetterStreamFor(s.keys[2]), Values: []any{"data", "y"}}).Err())
+		out, errOut, code = cli(t, append(base, "purge", "-all", "-yes", "-json")...)
+		require.Equal(t, exitOK, code, errOut)
+		assert.JSONEq(t, fmt.Sprintf(`{"purged":2,"stream":%q,"partitions":3}`, s.stream), out)
+		for p, n := range s.lengths(t, b.rdb) {
+			assert.Equal(t, before[p]+int64(len(s.dead[p])), n, "purging leaves partition %d alone", p)
+		}
+	})
+}
+
+func TestPartitionsPublishAndTail(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		const parts = 3
+		stream := fmt.Sprintf("completion-cli-test:%08x", rand.Uint32())
+		t.Cleanup(func() {
+			for i := range parts {
+				_ = b.rdb.Del(context.Background(), completion.PartitionStream(stream, i, parts)).Err()
+			}
+		})
+		base := []string{"-addr", b.addr, "-stream", stream, "-partitions", fmt.Sprint(parts)}
+		in, err := completion.NewInspector(b.rdb, completion.InspectorConfig{Stream: stream, Partitions: parts})
+		require.NoError(t, err)
+
+		// publish: to the task's partition, as WithPartitions picks it.
+		var published []string // Refs
+		for i := range 6 {
+			task := fmt.Sprintf("t-%d", i)
+			p, key := in.PartitionFor(task)
+			out, errOut, code := cli(t, append(base, "publish", "-op", fmt.Sprintf("op-%d", i), "-task", task)...)
+			require.Equal(t, exitOK, code, errOut)
+			m := regexp.MustCompile(`^Published (\d+-\d+) to ` + regexp.QuoteMeta(key) + fmt.Sprintf(` \(partition %d of 3\)\.\n$`, p)).FindStringSubmatch(out)
+			require.NotNil(t, m, out)
+			got, err := b.rdb.XRange(ctx, key, m[1], m[1]).Result()
+			require.NoError(t, err)
+			require.Len(t, got, 1)
+			published = append(published, fmt.Sprintf("%d/%s", p, m[1]))
+		}
+		out, errOut, code := cli(t, append(base, "-json", "publish", "-op", "op-j", "-task", "t-j")...)
+		require.Equal(t, exitOK, code, errOut)
+		var v publishedView
+		require.NoError(t, json.Unmarshal([]byte(out), &v), out)
+		p, key := in.PartitionFor("t-j")
+		assert.Equal(t, key, v.Stream)
+		require.NotNil(t, v.Partition)
+		assert.Equal(t, p, *v.Partition)
+		assert.Equal(t, parts, v.Partitions)
+		published = append(published, fmt.Sprintf("%d/%s", p, v.ID))
+
+		// tail: every partition, entries named PARTITION/ID.
+		for _, asJSON := range []bool{false, true} {
+			tctx, cancel := context.WithCancel(ctx)
+			var out, errOut syncBuffer
+			done := make(chan int, 1)
+			args := append(base, "tail", "-from", "0")
+			if asJSON {
+				args = append(args, "-json")
+			}
+			go func() { done <- run(tctx, args, &out, &errOut) }()
+			op := fmt.Sprintf("op-live-%v", asJSON)
+			_, err := in.PublishTest(ctx, completion.Message{OperationID: op, TaskID: "t-live", Success: false, Error: "boom"})
+			require.NoError(t, err)
+			require.Eventually(t, func() bool { return strings.Contains(out.String(), op) }, 10*time.Second, 10*time.Millisecond, "tail printed: %s", out.String())
+			cancel()
+			select {
+			case code := <-done:
+				assert.Equal(t, exitOK, code, errOut.String())
+			case <-time.After(5 * time.Second):
+				t.Fatal("tail did not stop when its context ended")
+			}
+			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+			require.GreaterOrEqual(t, len(lines), len(published)+1, out.String())
+			livePart, liveKey := in.PartitionFor("t-live")
+			if !asJSON {
+				for _, ref := range published {
+					assert.Regexp(t, `(?m)^`+ref+`  ok  op=op-\S+ task=t-\S+  null$`, out.String())
+				}
+				assert.Regexp(t, fmt.Sprintf(`(?m)^%d/\d+-\d+  FAILED  op=%s task=t-live  "boom"$`, livePart, op), out.String())
+				assert.Contains(t, errOut.String(), "Following the 3 partitions of "+stream)
+				continue
+			}
+			var refs []string
+			for _, l := range lines {
+				var e entryJSON
+				require.NoError(t, json.Unmarshal([]byte(l), &e), l)
+				require.NotNil(t, e.Partition)
+				assert.Equal(t, completion.PartitionStream(stream, *e.Partition, parts), e.Stream)
+				refs = append(refs, fmt.Sprintf("%d/%s", *e.Partition, e.ID))
+				if strings.Contains(string(e.Message), op) {
+					assert.Equal(t, livePart, *e.Partition)
+					assert.Equal(t, liveKey, e.Stream)
+				}
+			}
+			for _, ref := range published {
+				assert.Contains(t, refs, ref)
+			}
+		}
+	})
+}
+
+func TestPartitionsUsageErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-partitions", "2", "-partition", "0/2", "info"}, "not both"},
+		{[]string{"-partitions", "1025", "info"}, "-partitions is 1025"},
+		{[]string{"-partitions", "-1", "info"}, "-partitions is -1"},
+		{[]string{"-partitions", "x", "info"}, "invalid value"},
+		{[]string{"-stream", "{x}", "-partitions", "2", "info"}, "{hash tag}"},
+		{[]string{"redrive", "1/1-0"}, "give -partitions N"},
+		{[]string{"purge", "1/1-0"}, "give -partitions N"},
+		{[]string{"-partitions", "3", "redrive", "3/1-0"}, "from 0 to 2"},
+		{[]string{"-partitions", "3", "redrive", "-range", "0/1-0", "7/1-0"}, "from 0 to 2"},
+		{[]string{"-partitions", "3", "dead", "-start", "(5/1-0"}, "from 0 to 2"},
+		{[]string{"-partitions", "3", "redrive", "1/x"}, `"1/x" is not a stream entry id`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			// No Redis listens at this address: usage errors are found
+			// before anything is sent.
+			out, errOut, code := cli(t, append([]string{"-addr", "127.0.0.1:1"}, tt.args...)...)
+			assert.Equal(t, exitUsage, code, "stderr: %s", errOut)
+			assert.Contains(t, errOut, tt.want)
+			assert.Contains(t, errOut, "Run 'completion help")
+			assert.Empty(t, out)
+		})
+	}
+}
+
+func TestPartitionsHelp(t *testing.T) {
+	out, _, code := cli(t, "help")
+	require.Equal(t, exitOK, code)
+	assert.Contains(t, out, "-partitions N")
+	assert.Contains(t, out, "Partitioned streams:")
+	assert.Contains(t, out, "PARTITION/ID")
+	for _, c := range commands {
+		out, _, code := cli(t, "help", c.name)
+		require.Equal(t, exitOK, code)
+		assert.Contains(t, out, "-partitions", "help %s", c.name)
+		assert.Contains(t, out, "-partitions 6 "+c.name, "help %s: an example", c.name)
+	}
+}

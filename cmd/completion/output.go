@@ -33,7 +33,8 @@ func writeJSONLine(w io.Writer, v any) error {
 // ---------------------------------------------------------------------------
 // JSON views: the -json output is a contract of its own, so it is spelled
 // out here rather than derived from the library's types. Durations are
-// milliseconds, times RFC 3339.
+// milliseconds, times RFC 3339. With -partitions the views gain what says
+// which partition a thing is in; without, they are as they always were.
 
 type infoJSON struct {
 	Stream           string      `json:"stream"`
@@ -44,6 +45,17 @@ type infoJSON struct {
 	DeadLetterStream string      `json:"dead_letter_stream"`
 	DeadLetterLength int64       `json:"dead_letter_length"`
 	Groups           []groupJSON `json:"groups"`
+	// Partitions, with -partitions: each partition's state; the fields
+	// above are then totals (dead_letter_stream is "" unless the
+	// partitions share one).
+	Partitions []partitionJSON `json:"partitions,omitempty"`
+}
+
+// partitionJSON is one partition's state: its index and its infoJSON
+// (with the partition's key as stream).
+type partitionJSON struct {
+	Index int `json:"index"`
+	infoJSON
 }
 
 type groupJSON struct {
@@ -61,6 +73,14 @@ type consumerJSON struct {
 }
 
 func infoView(si completion.StreamInfo) infoJSON {
+	v := streamView(si)
+	for i, p := range si.Partitions {
+		v.Partitions = append(v.Partitions, partitionJSON{Index: i, infoJSON: streamView(p)})
+	}
+	return v
+}
+
+func streamView(si completion.StreamInfo) infoJSON {
 	v := infoJSON{
 		Stream: si.Stream, Exists: si.Exists, Length: si.Length, FirstID: si.FirstID, LastID: si.LastID,
 		DeadLetterStream: si.DeadLetterStream, DeadLetterLength: si.DeadLetterLength,
@@ -85,12 +105,19 @@ type pendingJSON struct {
 	Consumer   string `json:"consumer"`
 	IdleMS     int64  `json:"idle_ms"`
 	Deliveries int64  `json:"deliveries"`
+	// With -partitions: the partition's index and key.
+	Partition *int   `json:"partition,omitempty"`
+	Stream    string `json:"stream,omitempty"`
 }
 
-func pendingView(entries []completion.PendingEntry) []pendingJSON {
+func pendingView(entries []completion.PendingEntry, partitioned bool) []pendingJSON {
 	v := make([]pendingJSON, 0, len(entries))
 	for _, p := range entries {
-		v = append(v, pendingJSON{ID: p.ID, Consumer: p.Consumer, IdleMS: p.Idle.Milliseconds(), Deliveries: p.Deliveries})
+		pj := pendingJSON{ID: p.ID, Consumer: p.Consumer, IdleMS: p.Idle.Milliseconds(), Deliveries: p.Deliveries}
+		if partitioned {
+			pj.Partition, pj.Stream = &p.Partition, p.Stream
+		}
+		v = append(v, pj)
 	}
 	return v
 }
@@ -108,9 +135,15 @@ type deadJSON struct {
 	Message     json.RawMessage   `json:"message"` // the wire form; null when undecodable
 	DecodeError string            `json:"decode_error,omitempty"`
 	Fields      map[string]string `json:"fields"`
+	// With -partitions: what redrive and purge take (PARTITION/ID), the
+	// partition's index (where a redrive puts it) and the dead-letter
+	// stream that holds it.
+	Ref              string `json:"ref,omitempty"`
+	Partition        *int   `json:"partition,omitempty"`
+	DeadLetterStream string `json:"dead_letter_stream,omitempty"`
 }
 
-func deadView(dls []completion.DeadLetter) []deadJSON {
+func deadView(dls []completion.DeadLetter, partitioned bool) []deadJSON {
 	v := make([]deadJSON, 0, len(dls))
 	for _, dl := range dls {
 		d := deadJSON{
@@ -122,6 +155,9 @@ func deadView(dls []completion.DeadLetter) []deadJSON {
 			t := dl.Time.UTC()
 			d.Time = &t
 		}
+		if partitioned {
+			d.Ref, d.Partition, d.DeadLetterStream = dl.Ref, &dl.Partition, dl.DeadLetterStream
+		}
 		v = append(v, d)
 	}
 	return v
@@ -132,21 +168,31 @@ type entryJSON struct {
 	Message     json.RawMessage   `json:"message"`
 	DecodeError string            `json:"decode_error,omitempty"`
 	Fields      map[string]string `json:"fields"`
+	// With -partitions: the partition's index and key.
+	Partition *int   `json:"partition,omitempty"`
+	Stream    string `json:"stream,omitempty"`
 }
 
-func entryView(e completion.Entry) entryJSON {
-	return entryJSON{ID: e.ID, Message: messageJSON(e.Message), DecodeError: errString(e.DecodeErr), Fields: e.Fields}
+func entryView(e completion.Entry, partitioned bool) entryJSON {
+	v := entryJSON{ID: e.ID, Message: messageJSON(e.Message), DecodeError: errString(e.DecodeErr), Fields: e.Fields}
+	if partitioned {
+		v.Partition, v.Stream = &e.Partition, e.Stream
+	}
+	return v
 }
 
 type countView struct {
-	Redriven *int   `json:"redriven,omitempty"`
-	Purged   *int   `json:"purged,omitempty"`
-	Stream   string `json:"stream"`
+	Redriven   *int   `json:"redriven,omitempty"`
+	Purged     *int   `json:"purged,omitempty"`
+	Stream     string `json:"stream"`
+	Partitions int    `json:"partitions,omitempty"` // with -partitions
 }
 
 type publishedView struct {
-	ID     string `json:"id"`
-	Stream string `json:"stream"`
+	ID         string `json:"id"`
+	Stream     string `json:"stream"`               // the partition's key, with -partitions
+	Partition  *int   `json:"partition,omitempty"`  // with -partitions
+	Partitions int    `json:"partitions,omitempty"` // with -partitions
 }
 
 // messageJSON returns m in its wire form, or JSON null.
@@ -175,27 +221,42 @@ func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 }
 
-func writeInfo(w io.Writer, si completion.StreamInfo) error {
+// writeInfo prints the stream's state; of a partitioned stream the totals,
+// then a line per partition with the pending count and lag of group.
+func writeInfo(w io.Writer, si completion.StreamInfo, group string) error {
 	tw := newTable(w)
 	now := time.Now()
+	parts := ""
+	if n := len(si.Partitions); n > 0 {
+		parts = fmt.Sprintf(" (%d partitions)", n)
+	}
 	if si.Exists {
-		fmt.Fprintf(tw, "Stream\t%s\n", si.Stream)
+		fmt.Fprintf(tw, "Stream\t%s%s\n", si.Stream, parts)
 	} else {
-		fmt.Fprintf(tw, "Stream\t%s (does not exist)\n", si.Stream)
+		fmt.Fprintf(tw, "Stream\t%s%s (does not exist)\n", si.Stream, parts)
 	}
 	fmt.Fprintf(tw, "Entries\t%d\n", si.Length)
 	if si.FirstID != "" {
 		fmt.Fprintf(tw, "First entry\t%s%s\n", si.FirstID, idAge(si.FirstID, now))
 		fmt.Fprintf(tw, "Last entry\t%s%s\n", si.LastID, idAge(si.LastID, now))
 	}
-	fmt.Fprintf(tw, "Dead letters\t%d in %s\n", si.DeadLetterLength, si.DeadLetterStream)
+	switch {
+	case si.Partitions == nil:
+		fmt.Fprintf(tw, "Dead letters\t%d in %s\n", si.DeadLetterLength, si.DeadLetterStream)
+	case si.DeadLetterStream != "":
+		fmt.Fprintf(tw, "Dead letters\t%d in %s (shared by the partitions)\n", si.DeadLetterLength, si.DeadLetterStream)
+	default:
+		fmt.Fprintf(tw, "Dead letters\t%d in the partitions' dead-letter streams\n", si.DeadLetterLength)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintln(w)
 	if len(si.Groups) == 0 {
-		_, err := fmt.Fprintln(w, "No consumer groups.")
-		return err
+		if _, err := fmt.Fprintln(w, "No consumer groups."); err != nil {
+			return err
+		}
+		return writePartitions(w, si, group)
 	}
 	tw = newTable(w)
 	fmt.Fprintln(tw, "GROUP\tCONSUMERS\tPENDING\tLAG\tLAST DELIVERED")
@@ -220,18 +281,74 @@ func writeInfo(w io.Writer, si completion.StreamInfo) error {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", g.Name, c.Name, c.Pending, duration(c.Idle))
 		}
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return writePartitions(w, si, group)
+}
+
+// writePartitions prints a line per partition of a partitioned stream, and
+// the totals: entries, group's pending count and lag ("-" where the
+// partition has no such group, "?" where Redis cannot tell the lag), and
+// dead letters (left out when the partitions share a dead-letter stream).
+func writePartitions(w io.Writer, si completion.StreamInfo, group string) error {
+	if si.Partitions == nil {
+		return nil
+	}
+	shared := si.DeadLetterStream != ""
+	fmt.Fprintf(w, "\nPartitions (pending and lag of group %s):\n", group)
+	tw := newTable(w)
+	if shared {
+		fmt.Fprintln(tw, "PARTITION\tSTREAM\tENTRIES\tPENDING\tLAG")
+	} else {
+		fmt.Fprintln(tw, "PARTITION\tSTREAM\tENTRIES\tPENDING\tLAG\tDEAD LETTERS")
+	}
+	row := func(name, key string, length int64, g completion.GroupInfo, ok bool, dead int64) {
+		pending, lag := "-", "-"
+		if ok {
+			pending, lag = strconv.FormatInt(g.Pending, 10), "?"
+			if g.LagKnown {
+				lag = strconv.FormatInt(g.Lag, 10)
+			}
+		}
+		if shared {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", name, key, length, pending, lag)
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\n", name, key, length, pending, lag, dead)
+		}
+	}
+	for i, p := range si.Partitions {
+		key := p.Stream
+		if !p.Exists {
+			key += " (does not exist)"
+		}
+		g, ok := p.Group(group)
+		row(strconv.Itoa(i), key, p.Length, g, ok, p.DeadLetterLength)
+	}
+	g, ok := si.Group(group)
+	row("TOTAL", "", si.Length, g, ok, si.DeadLetterLength)
 	return tw.Flush()
 }
 
-func writePending(w io.Writer, group string, entries []completion.PendingEntry, count int) error {
+// writePending prints pending entries; of a partitioned stream named
+// PARTITION/ID.
+func writePending(w io.Writer, group string, entries []completion.PendingEntry, count int, partitioned bool) error {
 	if len(entries) == 0 {
 		_, err := fmt.Fprintf(w, "No pending entries in group %s.\n", group)
 		return err
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tCONSUMER\tIDLE\tDELIVERIES")
+	if partitioned {
+		fmt.Fprintln(tw, "PARTITION/ID\tCONSUMER\tIDLE\tDELIVERIES")
+	} else {
+		fmt.Fprintln(tw, "ID\tCONSUMER\tIDLE\tDELIVERIES")
+	}
 	for _, p := range entries {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", p.ID, p.Consumer, duration(p.Idle), p.Deliveries)
+		id := p.ID
+		if partitioned {
+			id = strconv.Itoa(p.Partition) + "/" + p.ID
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", id, p.Consumer, duration(p.Idle), p.Deliveries)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -243,13 +360,19 @@ func writePending(w io.Writer, group string, entries []completion.PendingEntry, 
 	return nil
 }
 
-func writeDead(w io.Writer, dls []completion.DeadLetter, count int) error {
+// writeDead prints dead letters; of a partitioned stream named
+// PARTITION/ID, as redrive and purge take them.
+func writeDead(w io.Writer, dls []completion.DeadLetter, count int, partitioned bool) error {
 	if len(dls) == 0 {
 		_, err := fmt.Fprintln(w, "No dead letters.")
 		return err
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tDEAD-LETTERED\tREASON\tDELIVERIES\tSOURCE ID\tOPERATION\tTASK\tERROR")
+	if partitioned {
+		fmt.Fprintln(tw, "PARTITION/ID\tDEAD-LETTERED\tREASON\tDELIVERIES\tSOURCE ID\tOPERATION\tTASK\tERROR")
+	} else {
+		fmt.Fprintln(tw, "ID\tDEAD-LETTERED\tREASON\tDELIVERIES\tSOURCE ID\tOPERATION\tTASK\tERROR")
+	}
 	for _, dl := range dls {
 		when := "-"
 		if !dl.Time.IsZero() {
@@ -259,21 +382,26 @@ func writeDead(w io.Writer, dls []completion.DeadLetter, count int) error {
 		if dl.Message != nil {
 			op, task = dl.Message.OperationID, dl.Message.TaskID
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", dl.ID, when, dl.Reason, dl.Deliveries, dl.SourceID,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", dl.Ref, when, dl.Reason, dl.Deliveries, dl.SourceID,
 			cell(op, 24), cell(task, 24), cell(dl.Error, 60))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if len(dls) == count {
-		_, err := fmt.Fprintf(w, "More may follow: completion dead -start '(%s'\n", dls[len(dls)-1].ID)
+		_, err := fmt.Fprintf(w, "More may follow: completion dead -start '(%s'\n", dls[len(dls)-1].Ref)
 		return err
 	}
 	return nil
 }
 
-// writeEntry prints one tailed entry on one line.
-func writeEntry(w io.Writer, e completion.Entry) error {
+// writeEntry prints one tailed entry on one line; of a partitioned stream
+// named PARTITION/ID.
+func writeEntry(w io.Writer, e completion.Entry, partitioned bool) error {
+	id := e.ID
+	if partitioned {
+		id = strconv.Itoa(e.Partition) + "/" + e.ID
+	}
 	if e.Message == nil {
 		keys := make([]string, 0, len(e.Fields))
 		for k := range e.Fields {
@@ -284,7 +412,7 @@ func writeEntry(w io.Writer, e completion.Entry) error {
 		for _, k := range keys {
 			fields = append(fields, k+"="+strconv.Quote(cell(e.Fields[k], 60)))
 		}
-		_, err := fmt.Fprintf(w, "%s  UNDECODABLE %s  %s\n", e.ID, cell(errString(e.DecodeErr), 100), strings.Join(fields, " "))
+		_, err := fmt.Fprintf(w, "%s  UNDECODABLE %s  %s\n", id, cell(errString(e.DecodeErr), 100), strings.Join(fields, " "))
 		return err
 	}
 	m := e.Message
@@ -296,7 +424,7 @@ func writeEntry(w io.Writer, e completion.Entry) error {
 	if detail == "" {
 		detail = "null"
 	}
-	_, err := fmt.Fprintf(w, "%s  %s  op=%s task=%s  %s\n", e.ID, outcome, m.OperationID, m.TaskID, cell(detail, 120))
+	_, err := fmt.Fprintf(w, "%s  %s  op=%s task=%s  %s\n", id, outcome, m.OperationID, m.TaskID, cell(detail, 120))
 	return err
 }
 
