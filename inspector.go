@@ -40,6 +40,7 @@ type InspectorClient interface {
 	XInfoConsumers(ctx context.Context, key, group string) *redis.XInfoConsumersCmd
 	XPendingExt(ctx context.Context, a *redis.XPendingExtArgs) *redis.XPendingExtCmd
 	XTrimMaxLen(ctx context.Context, key string, maxLen int64) *redis.IntCmd
+	Get(ctx context.Context, key string) *redis.StringCmd
 }
 
 // InspectorConfig names the keys an [Inspector] looks at. A zero field means
@@ -192,6 +193,10 @@ type StreamInfo struct {
 	// stream, every partition reports its full length, and the total counts
 	// it once.
 	Partitions []StreamInfo
+	// Owner is, for each of Partitions, the consumer of the inspector's
+	// Group that owns the partition now (see Config.Partitions), "" when
+	// none does; empty elsewhere.
+	Owner string
 }
 
 // Group returns the group named name, and whether there is one.

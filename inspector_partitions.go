@@ -134,6 +134,17 @@ func (in *Inspector) infoPartitioned(ctx context.Context) (StreamInfo, error) {
 	if err != nil {
 		return StreamInfo{}, err
 	}
+	err = parallel(ctx, len(in.parts), func(ctx context.Context, i int) error {
+		owner, err := in.client.Get(ctx, OwnerKey(in.cfg.Stream, i, len(in.parts), in.cfg.Group)).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("reading the owner of partition %d: %w", i, err)
+		}
+		parts[i].Owner = owner
+		return nil
+	})
+	if err != nil {
+		return StreamInfo{}, err
+	}
 	return in.mergeInfo(parts), nil
 }
 

@@ -656,9 +656,9 @@ func TestPartitionsInfo(t *testing.T) {
 		assert.Regexp(t, fmt.Sprintf(`(?m)^g\s+crashed\s+%d\s+\S+$`, parts*partRead), out)
 		// A line per partition, and the totals.
 		assert.Contains(t, out, "Partitions (pending and lag of group g):")
-		assert.Regexp(t, `(?m)^PARTITION\s+STREAM\s+ENTRIES\s+PENDING\s+LAG\s+DEAD LETTERS$`, out)
+		assert.Regexp(t, `(?m)^PARTITION\s+STREAM\s+OWNER\s+ENTRIES\s+PENDING\s+LAG\s+DEAD LETTERS$`, out)
 		for p, k := range s.keys {
-			assert.Regexp(t, fmt.Sprintf(`(?m)^%d\s+%s\s+%d\s+%d\s+%s\s+%d$`, p, regexp.QuoteMeta(k), s.length[p], partRead,
+			assert.Regexp(t, fmt.Sprintf(`(?m)^%d\s+%s\s+-\s+%d\s+%d\s+%s\s+%d$`, p, regexp.QuoteMeta(k), s.length[p], partRead,
 				lag(len(s.backlog[p])-partRead), len(s.dead[p])), out)
 		}
 		assert.Regexp(t, fmt.Sprintf(`(?m)^TOTAL\s+%d\s+%d\s+%s\s+%d$`, partUnknown+1+partBacklog, parts*partRead,

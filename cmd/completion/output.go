@@ -55,6 +55,9 @@ type infoJSON struct {
 // (with the partition's key as stream).
 type partitionJSON struct {
 	Index int `json:"index"`
+	// Owner is the consumer of the group that owns the partition, "" when
+	// none does.
+	Owner string `json:"owner"`
 	infoJSON
 }
 
@@ -75,7 +78,7 @@ type consumerJSON struct {
 func infoView(si completion.StreamInfo) infoJSON {
 	v := streamView(si)
 	for i, p := range si.Partitions {
-		v.Partitions = append(v.Partitions, partitionJSON{Index: i, infoJSON: streamView(p)})
+		v.Partitions = append(v.Partitions, partitionJSON{Index: i, Owner: p.Owner, infoJSON: streamView(p)})
 	}
 	return v
 }
@@ -288,7 +291,7 @@ func writeInfo(w io.Writer, si completion.StreamInfo, group string) error {
 }
 
 // writePartitions prints a line per partition of a partitioned stream, and
-// the totals: entries, group's pending count and lag ("-" where the
+// the totals: its owner in the group ("-" when none), entries, group's pending count and lag ("-" where the
 // partition has no such group, "?" where Redis cannot tell the lag), and
 // dead letters (left out when the partitions share a dead-letter stream).
 func writePartitions(w io.Writer, si completion.StreamInfo, group string) error {
@@ -299,11 +302,11 @@ func writePartitions(w io.Writer, si completion.StreamInfo, group string) error 
 	fmt.Fprintf(w, "\nPartitions (pending and lag of group %s):\n", group)
 	tw := newTable(w)
 	if shared {
-		fmt.Fprintln(tw, "PARTITION\tSTREAM\tENTRIES\tPENDING\tLAG")
+		fmt.Fprintln(tw, "PARTITION\tSTREAM\tOWNER\tENTRIES\tPENDING\tLAG")
 	} else {
-		fmt.Fprintln(tw, "PARTITION\tSTREAM\tENTRIES\tPENDING\tLAG\tDEAD LETTERS")
+		fmt.Fprintln(tw, "PARTITION\tSTREAM\tOWNER\tENTRIES\tPENDING\tLAG\tDEAD LETTERS")
 	}
-	row := func(name, key string, length int64, g completion.GroupInfo, ok bool, dead int64) {
+	row := func(name, key, owner string, length int64, g completion.GroupInfo, ok bool, dead int64) {
 		pending, lag := "-", "-"
 		if ok {
 			pending, lag = strconv.FormatInt(g.Pending, 10), "?"
@@ -312,9 +315,9 @@ func writePartitions(w io.Writer, si completion.StreamInfo, group string) error 
 			}
 		}
 		if shared {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", name, key, length, pending, lag)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", name, key, owner, length, pending, lag)
 		} else {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\n", name, key, length, pending, lag, dead)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\n", name, key, owner, length, pending, lag, dead)
 		}
 	}
 	for i, p := range si.Partitions {
@@ -323,10 +326,14 @@ func writePartitions(w io.Writer, si completion.StreamInfo, group string) error 
 			key += " (does not exist)"
 		}
 		g, ok := p.Group(group)
-		row(strconv.Itoa(i), key, p.Length, g, ok, p.DeadLetterLength)
+		owner := p.Owner
+		if owner == "" {
+			owner = "-"
+		}
+		row(strconv.Itoa(i), key, owner, p.Length, g, ok, p.DeadLetterLength)
 	}
 	g, ok := si.Group(group)
-	row("TOTAL", "", si.Length, g, ok, si.DeadLetterLength)
+	row("TOTAL", "", "", si.Length, g, ok, si.DeadLetterLength)
 	return tw.Flush()
 }
 
