@@ -3,7 +3,6 @@ package completion
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -81,19 +80,7 @@ func TestClusterPartitionedConsumerProcess(t *testing.T) {
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	c, err := NewConsumer(rdb, anyTask, h, cfg)
 	require.NoError(t, err)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	stdinDone := make(chan struct{})
-	go func() {
-		defer close(stdinDone)
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		cancel()
-	}()
-	fmt.Printf("child consumer %s running (pid %d)\n", name, os.Getpid())
-	err = c.Run(ctx)
-	cancel()
-	<-stdinDone
-	require.NoError(t, err)
+	runChild(t, c, name)
 }
 
 // partHarness runs consumer processes of one partitioned stream on a

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+	"github.com/stretchr/testify/require"
 )
 
 // faultSoakEnv scales the fault scenarios: unset, empty or "0" is the
@@ -677,6 +679,23 @@ func (c *childProc) kill() {
 	_ = c.cmd.Process.Kill()
 	_ = c.cmd.Wait()
 	_ = c.stdin.Close()
+}
+
+// runChild runs c in a child process until the parent closes its stdin
+// (or exits), and fails the child's test if Run returns an error.
+func runChild(t *testing.T, c *Consumer, name string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stdinDone := make(chan struct{})
+	go func() {
+		defer close(stdinDone)
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+	fmt.Printf("child consumer %s running (pid %d)\n", name, os.Getpid())
+	err := c.Run(ctx)
+	cancel()
+	<-stdinDone
+	require.NoError(t, err)
 }
 
 // stop asks the child to shut down gracefully (its stdin closes) and waits

@@ -26,7 +26,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -192,20 +191,7 @@ func TestFaultConsumerProcess(t *testing.T) {
 	}
 	c, err := NewConsumer(rdb, anyTaskRegistry, h, cfg)
 	require.NoError(t, err)
-
-	// Stop when the parent closes stdin or exits.
-	ctx, cancel := context.WithCancel(context.Background())
-	stdinDone := make(chan struct{})
-	go func() {
-		defer close(stdinDone)
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		cancel()
-	}()
-	fmt.Printf("child consumer %s running (pid %d)\n", name, os.Getpid())
-	err = c.Run(ctx)
-	cancel()
-	<-stdinDone
-	require.NoError(t, err)
+	runChild(t, c, name) // until the parent closes stdin or exits
 }
 
 // TestFaultConsumerSigkill: consumer processes are SIGKILLed while their

@@ -278,24 +278,7 @@ func TestInspectorInfoPendingAndDeadLetters(t *testing.T) {
 		}
 
 		// Paging with an exclusive start.
-		var paged []string
-		next := ""
-		for {
-			page, err := in.DeadLetters(ctx, next, 3)
-			require.NoError(t, err)
-			for _, dl := range page {
-				paged = append(paged, dl.ID)
-			}
-			if len(page) < 3 {
-				break
-			}
-			next = "(" + page[len(page)-1].ID
-		}
-		var all []string
-		for _, dl := range dls {
-			all = append(all, dl.ID)
-		}
-		assert.Equal(t, all, paged)
+		assertPagesDeadLetters(t, in, dls, func(dl DeadLetter) string { return dl.ID })
 	})
 }
 
@@ -981,24 +964,7 @@ func TestInspectorPartitionsInfoPendingDeadLetters(t *testing.T) {
 		}
 		assert.Equal(t, s.dead, perPart)
 
-		var paged []string
-		next := ""
-		for {
-			page, err := in.DeadLetters(ctx, next, 3)
-			require.NoError(t, err)
-			for _, dl := range page {
-				paged = append(paged, dl.Ref)
-			}
-			if len(page) < 3 {
-				break
-			}
-			next = "(" + page[len(page)-1].Ref
-		}
-		var all []string
-		for _, dl := range dls {
-			all = append(all, dl.Ref)
-		}
-		assert.Equal(t, all, paged)
+		assertPagesDeadLetters(t, in, dls, func(dl DeadLetter) string { return dl.Ref })
 		// A Ref as an inclusive start; a bare id starts every partition.
 		from, err := in.DeadLetters(ctx, dls[4].Ref, 0)
 		require.NoError(t, err)
@@ -1576,4 +1542,28 @@ func TestInspectorPartitionsOnCluster(t *testing.T) {
 	n, err = in.PurgeAll(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 2, n)
+}
+
+// assertPagesDeadLetters pages through the dead letters three at a time,
+// each page starting after the last one's ref(dl), and asserts that the
+// pages together are dls.
+func assertPagesDeadLetters(t *testing.T, in *Inspector, dls []DeadLetter, ref func(DeadLetter) string) {
+	t.Helper()
+	var paged, all []string
+	next := ""
+	for {
+		page, err := in.DeadLetters(context.Background(), next, 3)
+		require.NoError(t, err)
+		for _, dl := range page {
+			paged = append(paged, ref(dl))
+		}
+		if len(page) < 3 {
+			break
+		}
+		next = "(" + ref(page[len(page)-1])
+	}
+	for _, dl := range dls {
+		all = append(all, ref(dl))
+	}
+	assert.Equal(t, all, paged)
 }

@@ -174,7 +174,13 @@ func (r *run) run(ctx context.Context) error {
 		r.interruptReader(readerDone)
 	}()
 
-	if err := r.createGroup(); err != nil {
+	// Create the group; on a partition just taken over, first take what
+	// the previous owner left pending.
+	err := r.createGroup()
+	if err == nil && r.adopt {
+		err = r.adoptPending()
+	}
+	if err != nil {
 		r.fail(err)
 		close(readerDone)
 		<-watchDone
@@ -182,19 +188,7 @@ func (r *run) run(ctx context.Context) error {
 		if errors.Is(err, ErrRedisFatal) {
 			return err
 		}
-		return nil // stopped before the group could be created
-	}
-	if r.adopt {
-		if err := r.adoptPending(); err != nil {
-			r.fail(err)
-			close(readerDone)
-			<-watchDone
-			r.reader.close()
-			if errors.Is(err, ErrRedisFatal) {
-				return err
-			}
-			return nil // stopped
-		}
+		return nil // stopped before the group was ready
 	}
 
 	// Workers.
@@ -226,7 +220,6 @@ func (r *run) run(ctx context.Context) error {
 	// Drain: queued entries are left pending; running handlers get
 	// ShutdownTimeout to finish.
 	r.setState(StateStopping)
-	var err error
 	if !r.waitWorkers(r.cfg.ShutdownTimeout) {
 		r.handlerCancel()
 		if !r.waitWorkers(handlerGrace) {
