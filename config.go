@@ -100,8 +100,12 @@ type Config struct {
 	// ceil(Partitions / consumers running), and hands partitions back
 	// (after their running handlers finish) when consumers join; a
 	// partition whose owner died is taken over after ClaimMinIdle, with
-	// what the owner left pending handled first. A consumer's Concurrency is
-	// split over the partitions it owns (rounded up). Coordination uses a
+	// what the owner left pending handled first. Concurrency bounds the
+	// handlers running at once over all the partitions a consumer owns. An
+	// owner that cannot renew its ownership stops reading the partition and
+	// cancels its handlers' context before the ownership can expire (a
+	// quarter of ClaimMinIdle, at least 2 s, before), so order holds across
+	// owners as long as handlers honour that cancellation. Coordination uses a
 	// member set (MembersKey) and an owner key per partition (OwnerKey),
 	// renewed every LeaseInterval. Unless DeadLetterStream is set, each
 	// partition has its own dead-letter stream in its slot. The Stream name

@@ -89,8 +89,8 @@ type Stats struct {
 	InFlight int64
 	// Partitions is the number of streams this consumer reads right now:
 	// 1 for an unpartitioned stream while Run runs; with Config.Partitions
-	// > 1, the partitions it owns (see Config.Partitions). Zero when Run is
-	// not running.
+	// > 1, the partitions it owns, counting those it is handing back (see
+	// Config.Partitions). Zero when Run is not running.
 	Partitions int
 	// LastError is the most recent Redis error, or empty.
 	LastError string

@@ -24,8 +24,12 @@ package completion
 // in the partition (left behind by a previous owner that stopped or died)
 // and handles it in stream order before it reads new entries. An owner that
 // has not renewed its key for half of ClaimMinIdle (Redis unreachable, the
-// process stalled) stops reading the partition, well before the key can
-// expire and another consumer can take over.
+// process stalled) stops reading the partition and cancels its handlers'
+// context a quarter of ClaimMinIdle (at least handlerGrace) before the key
+// can expire and another consumer can take over; the keys of partitions
+// being handed back, also at shutdown, are renewed until their handlers
+// have finished. One semaphore of Concurrency slots is shared by the runs
+// of all owned partitions.
 
 import (
 	"context"
@@ -130,6 +134,12 @@ type owner struct {
 	parts   map[int]*owned
 	exited  chan struct{} // nudged when a partition's run returns
 	start   int           // where this consumer starts looking for free partitions
+	sem     chan struct{} // Concurrency slots shared by the partitions' runs
+	// blocked holds partitions whose handlers did not stop when their run
+	// ended: this consumer does not take them again before the time given,
+	// when their owner key has expired.
+	blocked map[int]time.Time
+	leaked  error // the first ErrShutdownTimeout of a partition's run
 }
 
 // runPartitioned is Run for a partitioned stream.
@@ -143,6 +153,8 @@ func (c *Consumer) runPartitioned(ctx context.Context) error {
 		ttl:     c.cfg.ClaimMinIdle,
 		parts:   make(map[int]*owned),
 		exited:  make(chan struct{}, 1),
+		sem:     make(chan struct{}, c.cfg.Concurrency),
+		blocked: make(map[int]time.Time),
 	}
 	o.start = int(h.Sum32() % uint32(len(o.cfgs)))
 	c.ownState.Store(int32(StateStarting))
@@ -168,66 +180,47 @@ loop:
 	}
 	c.ownState.Store(int32(StateStopping))
 	err := o.shutdown()
-	if fatal != nil {
+	switch {
+	case fatal != nil:
 		return fatal
+	case err != nil:
+		return err
 	}
-	return err
+	return o.leaked
 }
 
+// callTimeout bounds each coordination call (a heartbeat, an acquisition, a
+// release), and twice that the renewals of one step together, so that a
+// hung Redis cannot hold the coordinator up.
+func (o *owner) callTimeout() time.Duration { return max(o.c.cfg.LeaseInterval/4, 50*time.Millisecond) }
+
 // step does one round of coordination: it collects partitions whose run
-// has returned, announces this consumer, renews what it owns, and takes or
+// has returned, renews what it owns, announces this consumer, and takes or
 // hands back partitions to reach its fair share. It returns a fatal error.
 func (o *owner) step(ctx context.Context) error {
 	if err := o.reap(); err != nil {
 		return err
 	}
-	ioCtx, cancel := context.WithTimeout(ctx, o.c.cfg.LeaseInterval)
-	defer cancel()
+	if err := o.renew(ctx); err != nil {
+		return err
+	}
 	cfg := &o.c.cfg
 	ttlMS := o.ttl.Milliseconds()
-
-	members, err := heartbeatScript.Run(ioCtx, o.c.client, []string{o.members}, cfg.Consumer, ttlMS).Int64()
+	hctx, cancel := context.WithTimeout(ctx, o.callTimeout())
+	members, err := heartbeatScript.Run(hctx, o.c.client, []string{o.members}, cfg.Consumer, ttlMS).Int64()
+	cancel()
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
 		if isFatal(err) {
 			return fmt.Errorf("%w: announcing consumer %q in %s: %w", ErrRedisFatal, cfg.Consumer, o.members, err)
 		}
 		o.redisError("partition heartbeat", err)
-	}
-
-	// Renew, also the partitions being handed back: their handlers may
-	// still run, and no one may start on the partition until they finish.
-	for _, p := range o.sorted() {
-		sent := time.Now()
-		ok, rerr := acquireScript.Run(ioCtx, o.c.client, []string{p.key}, cfg.Consumer, ttlMS).Int64()
-		switch {
-		case rerr != nil:
-			if isFatal(rerr) {
-				return fmt.Errorf("%w: renewing the ownership of %s: %w", ErrRedisFatal, p.key, rerr)
-			}
-			o.redisError("partition renew", rerr)
-			if !p.leaving && time.Since(p.renewed) > o.ttl/2 {
-				o.c.log.Warn("cannot renew the ownership of a partition; stopping it before another consumer may take it over",
-					slog.String("partition", o.cfgs[p.index].Stream), slog.Any("err", rerr))
-				o.stop(p)
-			}
-		case ok == 0:
-			p.lost = true
-			if !p.leaving {
-				o.c.log.Warn("another consumer owns this partition now; stopping it",
-					slog.String("partition", o.cfgs[p.index].Stream))
-				o.observe(Event{Kind: EventPartitionLost, Partition: p.index})
-				o.stop(p)
-			}
-		default:
-			p.renewed = sent
-		}
-	}
-	if err != nil || ctx.Err() != nil {
+		o.c.ownState.Store(int32(StateDegraded))
 		return nil // no balancing without a member count
 	}
-	if o.c.ownState.Load() == int32(StateStarting) {
-		o.c.ownState.Store(int32(StateRunning))
-	}
+	o.c.ownState.Store(int32(StateRunning))
 
 	n := len(o.cfgs)
 	share := (n + int(max(members, 1)) - 1) / int(max(members, 1))
@@ -252,13 +245,23 @@ func (o *owner) step(ctx context.Context) error {
 		}
 		return nil
 	}
+	now := time.Now()
 	for k := 0; k < n && active < share; k++ {
 		i := (o.start + k) % n
 		if _, ok := o.parts[i]; ok {
 			continue
 		}
+		if until, ok := o.blocked[i]; ok {
+			if now.Before(until) {
+				continue
+			}
+			delete(o.blocked, i)
+		}
 		key := OwnerKey(cfg.Stream, i, n, cfg.Group)
-		ok, aerr := acquireScript.Run(ioCtx, o.c.client, []string{key}, cfg.Consumer, ttlMS).Int64()
+		actx, cancel := context.WithTimeout(ctx, o.callTimeout())
+		sent := time.Now()
+		ok, aerr := acquireScript.Run(actx, o.c.client, []string{key}, cfg.Consumer, ttlMS).Int64()
+		cancel()
 		if aerr != nil {
 			if isFatal(aerr) {
 				return fmt.Errorf("%w: taking the ownership of %s: %w", ErrRedisFatal, key, aerr)
@@ -267,22 +270,78 @@ func (o *owner) step(ctx context.Context) error {
 			return nil
 		}
 		if ok == 1 {
-			o.begin(ctx, i, key, share)
+			o.begin(ctx, i, key, sent)
 			active++
 		}
 	}
 	return nil
 }
 
-// begin starts reading partition i, which this consumer now owns. Its
-// share of Concurrency is set by the fair share at the time.
-func (o *owner) begin(ctx context.Context, i int, key string, share int) {
+// renew renews the ownership of every partition this consumer reads, also
+// of those being handed back: their handlers may still run, and no one may
+// start on the partition before they finish. A partition someone else owns
+// now is stopped at once. One whose ownership has not been renewed for half
+// of its time-to-live is stopped, and its handlers' context is cancelled in
+// time for them to end before the ownership can expire.
+func (o *owner) renew(parent context.Context) error {
+	cfg := &o.c.cfg
+	ctx, cancelAll := context.WithTimeout(parent, 2*o.callTimeout())
+	defer cancelAll()
+	for _, p := range o.sorted() {
+		rctx, cancel := context.WithTimeout(ctx, o.callTimeout())
+		sent := time.Now()
+		ok, err := acquireScript.Run(rctx, o.c.client, []string{p.key}, cfg.Consumer, o.ttl.Milliseconds()).Int64()
+		cancel()
+		switch {
+		case err != nil:
+			if isFatal(err) {
+				return fmt.Errorf("%w: renewing the ownership of %s: %w", ErrRedisFatal, p.key, err)
+			}
+			if parent.Err() == nil {
+				o.redisError("partition renew", err)
+			}
+		case ok == 0:
+			if !p.lost {
+				p.lost = true
+				o.c.log.Warn("another consumer owns this partition now; stopping it",
+					slog.String("partition", o.cfgs[p.index].Stream))
+				o.observe(Event{Kind: EventPartitionLost, Partition: p.index})
+			}
+			// Its handlers must end now: the other owner may be reading.
+			p.r.drainBy.Store(time.Now().UnixNano())
+			o.stop(p)
+			continue
+		default:
+			p.renewed = sent
+			continue
+		}
+		if parent.Err() == nil && time.Since(p.renewed) > o.ttl/2 {
+			if !p.leaving {
+				o.c.log.Warn("cannot renew the ownership of a partition; stopping it before another consumer may take it over",
+					slog.String("partition", o.cfgs[p.index].Stream), slog.Any("err", err))
+			}
+			// The key lives until at least renewed + ttl; handlers get
+			// until a quarter (at least handlerGrace) before that.
+			by := p.renewed.Add(o.ttl - max(o.ttl/4, handlerGrace))
+			if d := p.r.drainBy.Load(); d == 0 || by.UnixNano() < d {
+				p.r.drainBy.Store(by.UnixNano())
+			}
+			o.stop(p)
+		}
+	}
+	return nil
+}
+
+// begin starts reading partition i, whose ownership this consumer took at
+// time sent.
+func (o *owner) begin(ctx context.Context, i int, key string, sent time.Time) {
 	cfg := o.cfgs[i]
-	cfg.Concurrency = max(1, (o.c.cfg.Concurrency+share-1)/share)
+	cfg.Concurrency = o.c.cfg.Concurrency // bounded by o.sem across partitions
 	r := newRun(o.c, cfg)
 	r.adopt = true
+	r.sem = o.sem
 	rctx, cancel := context.WithCancel(ctx)
-	p := &owned{index: i, key: key, r: r, cancel: cancel, done: make(chan struct{}), renewed: time.Now()}
+	p := &owned{index: i, key: key, r: r, cancel: cancel, done: make(chan struct{}), renewed: sent}
 	o.parts[i] = p
 	o.c.addRun(r)
 	o.c.log.Info("took ownership of a partition", slog.String("partition", cfg.Stream))
@@ -318,14 +377,20 @@ func (o *owner) reap() error {
 		o.c.removeRun(p.r)
 		switch {
 		case errors.Is(p.err, ErrShutdownTimeout):
-			// Handlers still run: keep the key until it expires, so that
-			// the next owner waits for them as long as it can.
+			// Handlers still run: keep the key until it expires, and do
+			// not take the partition again before, so that the next owner
+			// waits for them as long as it can.
+			o.blocked[i] = p.renewed.Add(o.ttl)
+			if o.leaked == nil {
+				o.leaked = p.err
+			}
 			o.c.log.Warn("a partition's handlers did not stop; its ownership expires after ClaimMinIdle",
 				slog.String("partition", o.cfgs[i].Stream))
 		case p.err != nil:
 			if fatal == nil {
 				fatal = p.err
 			}
+			continue
 		case !p.lost:
 			o.release(p)
 		}
@@ -337,9 +402,9 @@ func (o *owner) reap() error {
 }
 
 // release deletes a partition's owner key, so that another consumer can take
-// the partition at once.
+// the partition at once. If that fails, the key expires after ClaimMinIdle.
 func (o *owner) release(p *owned) {
-	ctx, cancel := context.WithTimeout(context.Background(), finalAckTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), o.callTimeout())
 	defer cancel()
 	if err := releaseScript.Run(ctx, o.c.client, []string{p.key}, o.c.cfg.Consumer).Err(); err != nil {
 		o.c.log.Info("could not release a partition; another consumer takes it over once its ownership expires",
@@ -347,24 +412,30 @@ func (o *owner) release(p *owned) {
 	}
 }
 
-// shutdown stops every partition, waits for the runs to return, releases
-// their keys and leaves the member set. It returns the first error a run
-// returned.
+// shutdown stops every partition and waits for the runs to return, renewing
+// their ownership meanwhile (handlers may take up to ShutdownTimeout), then
+// releases their keys and leaves the member set. It returns the first error
+// a run returned.
 func (o *owner) shutdown() error {
 	for _, p := range o.parts {
 		o.stop(p)
 	}
 	var first error
-	for _, p := range o.parts {
-		<-p.done
-		if p.err != nil && first == nil {
-			first = p.err
+	tick := time.NewTicker(o.c.cfg.LeaseInterval)
+	defer tick.Stop()
+	for len(o.parts) > 0 {
+		select {
+		case <-o.exited:
+		case <-tick.C:
+			if err := o.renew(context.Background()); err != nil && first == nil {
+				first = err
+			}
+		}
+		if err := o.reap(); err != nil && first == nil {
+			first = err
 		}
 	}
-	if err := o.reap(); err != nil && first == nil {
-		first = err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), finalAckTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), o.callTimeout())
 	defer cancel()
 	if err := o.c.client.ZRem(ctx, o.members, o.c.cfg.Consumer).Err(); err != nil {
 		o.c.log.Info("could not leave the member set; the other consumers notice after ClaimMinIdle", slog.Any("err", err))

@@ -33,7 +33,18 @@ func (r *run) worker(q <-chan *delivery) {
 				r.forget(d)
 				continue
 			}
+			if r.sem == nil {
+				r.process(d)
+				continue
+			}
+			select {
+			case r.sem <- struct{}{}:
+			case <-r.stop:
+				r.forget(d)
+				continue
+			}
 			r.process(d)
+			<-r.sem
 		}
 	}
 }

@@ -72,6 +72,15 @@ type run struct {
 	// over; it first moves the group's pending entries there to itself
 	// (see ownership.go).
 	adopt bool
+	// sem, when set, is shared by the runs of all partitions the consumer
+	// owns: a worker holds a slot while it processes an entry, so that at
+	// most Concurrency handlers run at once however many partitions it
+	// owns.
+	sem chan struct{}
+	// drainBy, when not zero (Unix nanoseconds), cuts the drain short: the
+	// handlers' context is cancelled then at the latest. The partition
+	// coordinator sets it when the partition's ownership may expire.
+	drainBy atomic.Int64
 
 	logMu   sync.Mutex
 	lastLog map[string]time.Time
@@ -220,7 +229,7 @@ func (r *run) run(ctx context.Context) error {
 	// Drain: queued entries are left pending; running handlers get
 	// ShutdownTimeout to finish.
 	r.setState(StateStopping)
-	if !r.waitWorkers(r.cfg.ShutdownTimeout) {
+	if !r.waitDrain(time.Now().Add(r.cfg.ShutdownTimeout)) {
 		r.handlerCancel()
 		if !r.waitWorkers(handlerGrace) {
 			err = fmt.Errorf("%w: %d handler(s) still running %v after the shutdown began",
@@ -244,6 +253,34 @@ func (r *run) run(ctx context.Context) error {
 // handlerGrace is how long Run still waits for handlers after cancelling
 // their context at the end of ShutdownTimeout.
 const handlerGrace = 2 * time.Second
+
+// waitDrain waits for the workers until limit, or until drainBy if that
+// comes first (it may be set while waiting), and reports whether they all
+// returned.
+func (r *run) waitDrain(limit time.Time) bool {
+	done := make(chan struct{})
+	go func() { r.workers.Wait(); close(done) }()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if d := r.drainBy.Load(); d != 0 && d < limit.UnixNano() {
+			limit = time.Unix(0, d)
+		}
+		if !time.Now().Before(limit) {
+			select {
+			case <-done:
+				return true
+			default:
+				return false
+			}
+		}
+		select {
+		case <-done:
+			return true
+		case <-t.C:
+		}
+	}
+}
 
 func (r *run) waitWorkers(d time.Duration) bool {
 	done := make(chan struct{})
