@@ -379,10 +379,47 @@ func TestOwnershipCutOffOwnerEndsHandlersBeforeTakeover(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the cut-off owner's handler was not cancelled")
 	}
+	eventually(t, func() bool { return a.State() == StateDegraded }, "the cut-off consumer should say it is degraded")
 	require.Eventually(t, func() bool { return len(log.of(task)) == 3 }, 30*time.Second, 10*time.Millisecond,
 		"b should take the partition over and handle the task")
 	assert.Equal(t, []int{0, 1, 2}, log.of(task))
 	assert.Empty(t, log.overlapping(), "two handlers ran for one task at once")
 	assert.Equal(t, parts, bc.Stats().Partitions)
 	_ = stopA()
+}
+
+// TestOwnershipConcurrencyBoundsAllPartitions: Concurrency bounds the
+// handlers running at once over every partition a consumer owns.
+func TestOwnershipConcurrencyBoundsAllPartitions(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		stream := partitionedStream(t, b)
+		const parts, limit, n = 4, 3, 60
+		var mu sync.Mutex
+		running, most, done := 0, 0, 0
+		h := HandlerFunc(func(ctx context.Context, c *Completion) error {
+			mu.Lock()
+			running++
+			most = max(most, running)
+			mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+			mu.Lock()
+			running--
+			done++
+			mu.Unlock()
+			return nil
+		})
+		cfg := ownershipConfig(stream, parts)
+		cfg.Concurrency = limit
+		c := newTestConsumer(t, b.rdb, anyTask, h, cfg)
+		startConsumer(t, c)
+		eventually(t, func() bool { return c.Stats().Partitions == parts }, "should own every partition")
+		for i := 0; i < n; i++ {
+			publishSeq(t, b.rdb, stream, fmt.Sprintf("t-%d", i), 0, parts)
+		}
+		eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return done == n }, "not all handled")
+		mu.Lock()
+		defer mu.Unlock()
+		assert.LessOrEqual(t, most, limit, "more handlers ran at once than Concurrency")
+		assert.Equal(t, limit, most, "the partitions should share all of Concurrency")
+	})
 }
