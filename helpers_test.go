@@ -67,6 +67,25 @@ func uniqueStream(t testing.TB, rdb *redis.Client) string {
 	return key
 }
 
+// untaggedStream returns a stream name without a hash tag (a partitioned
+// stream's partitions get tags of their own), unique to the test, and
+// deletes every key it prefixes (partitions, dead-letter streams, owner
+// keys, the member set) when the test ends.
+func untaggedStream(t testing.TB, rdb *redis.Client) string {
+	t.Helper()
+	name := strings.NewReplacer("/", ":", " ", "_", "{", "", "}", "").Replace(t.Name())
+	key := fmt.Sprintf("completion-test:%s:%08x", name, rand.Uint32())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		keys, _ := rdb.Keys(ctx, key+"*").Result()
+		if len(keys) > 0 {
+			_ = rdb.Del(ctx, keys...).Err()
+		}
+	})
+	return key
+}
+
 // quietLogger discards logs unless COMPLETION_TEST_LOG is set.
 func quietLogger() *slog.Logger {
 	if os.Getenv("COMPLETION_TEST_LOG") != "" {

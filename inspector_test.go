@@ -629,25 +629,6 @@ func TestInspectorConcurrentRedriveAllMovesEachOnce(t *testing.T) {
 // ---------------------------------------------------------------------------
 // A partitioned stream (InspectorConfig.Partitions)
 
-// partitionedInspectorStream returns a stream name without a hash tag (partitions
-// get tags of their own), unique to the test, and deletes every key it
-// prefixes (its partitions and their dead-letter streams) when the test
-// ends.
-func partitionedInspectorStream(t testing.TB, rdb *redis.Client) string {
-	t.Helper()
-	name := strings.NewReplacer("/", ":", " ", "_", "{", "", "}", "").Replace(t.Name())
-	key := fmt.Sprintf("completion-test:%s:%08x", name, rand.Uint32())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		keys, _ := rdb.Keys(ctx, key+"*").Result()
-		if len(keys) > 0 {
-			_ = rdb.Del(ctx, keys...).Err()
-		}
-	})
-	return key
-}
-
 // partScenario is a partitioned stream with a history made by a real
 // partitioned Consumer: poison it dead-lettered in every partition, then
 // (addBacklog) a backlog of which a crashed consumer read some of every
@@ -818,7 +799,7 @@ func TestInspectorPartitionsInfoPendingDeadLetters(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
 		const parts, read = 4, 3
-		s := newPartScenario(t, b.rdb, partitionedInspectorStream(t, b.rdb), parts, 12, "")
+		s := newPartScenario(t, b.rdb, untaggedStream(t, b.rdb), parts, 12, "")
 		s.addBacklog(t, 40, read)
 		in := newTestInspector(t, b.rdb, InspectorConfig{Stream: s.stream, Group: "g", Partitions: parts})
 
@@ -1014,7 +995,7 @@ func TestInspectorPartitionsSameIDs(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
 		const parts = 4
-		stream := partitionedInspectorStream(t, b.rdb)
+		stream := untaggedStream(t, b.rdb)
 		order := sameIDDeadLetters(t, b, stream, parts)
 		in := newTestInspector(t, b.rdb, InspectorConfig{Stream: stream, Partitions: parts})
 		key := func(p int) string { return PartitionStream(stream, p, parts) }
@@ -1100,7 +1081,7 @@ func TestInspectorPartitionsRedrive(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
 		const parts = 4
-		s := newPartScenario(t, b.rdb, partitionedInspectorStream(t, b.rdb), parts, 12, "")
+		s := newPartScenario(t, b.rdb, untaggedStream(t, b.rdb), parts, 12, "")
 		in := newTestInspector(t, b.rdb, InspectorConfig{Stream: s.stream, Group: "g", Partitions: parts})
 		dls, err := in.DeadLetters(ctx, "", 0)
 		require.NoError(t, err)
@@ -1198,7 +1179,7 @@ func TestInspectorPartitionsPurge(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
 		const parts = 4
-		s := newPartScenario(t, b.rdb, partitionedInspectorStream(t, b.rdb), parts, 12, "")
+		s := newPartScenario(t, b.rdb, untaggedStream(t, b.rdb), parts, 12, "")
 		in := newTestInspector(t, b.rdb, InspectorConfig{Stream: s.stream, Group: "g", Partitions: parts})
 		dls, err := in.DeadLetters(ctx, "", 0)
 		require.NoError(t, err)
@@ -1235,7 +1216,7 @@ func TestInspectorPartitionsSharedDeadLetterStream(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
 		const parts = 4
-		stream := partitionedInspectorStream(t, b.rdb)
+		stream := untaggedStream(t, b.rdb)
 		dead := stream + ":all-dead"
 		s := newPartScenario(t, b.rdb, stream, parts, 12, dead)
 		in := newTestInspector(t, b.rdb, InspectorConfig{Stream: stream, Group: "g", Partitions: parts, DeadLetterStream: dead})
@@ -1285,7 +1266,7 @@ func TestInspectorPartitionsPublishTest(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
 		const parts = 4
-		stream := partitionedInspectorStream(t, b.rdb)
+		stream := untaggedStream(t, b.rdb)
 		in := newTestInspector(t, b.rdb, InspectorConfig{Stream: stream, Partitions: parts})
 		used := map[int]bool{}
 		for i := 1; i <= 8; i++ {
@@ -1337,7 +1318,7 @@ func TestInspectorPartitionsTail(t *testing.T) {
 func testPartitionedTail(t *testing.T, b backend, client InspectorClient) {
 	ctx := context.Background()
 	const parts = 4
-	stream := partitionedInspectorStream(t, b.rdb)
+	stream := untaggedStream(t, b.rdb)
 	in := newTestInspector(t, b.rdb, InspectorConfig{Stream: stream, Partitions: parts})
 	in = newTestInspector(t, client, in.Config())
 	type published struct {

@@ -15,22 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// partitionedStream returns a stream name without a hash tag that no other
-// test uses, and deletes every key derived from it when the test ends.
-func partitionedStream(t testing.TB, b backend) string {
-	t.Helper()
-	stream := fmt.Sprintf("completion-test:own:%s:%08x", b.name, rand.Uint32())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		keys, _ := b.rdb.Keys(ctx, "*"+stream+"*").Result()
-		if len(keys) > 0 {
-			_ = b.rdb.Del(ctx, keys...).Err()
-		}
-	})
-	return stream
-}
-
 // taskInPartition returns a task id Publish puts in partition p of n.
 func taskInPartition(p, n int, salt string) string {
 	for i := 0; ; i++ {
@@ -134,7 +118,7 @@ func publishSeq(t testing.TB, rdb *redis.Client, stream, task string, seq, parts
 func TestOwnershipOneConsumerOwnsEveryPartition(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
-		stream := partitionedStream(t, b)
+		stream := untaggedStream(t, b.rdb)
 		const parts = 4
 		cfg := ownershipConfig(stream, parts)
 		log := newSeqLog()
@@ -187,7 +171,7 @@ func TestOwnershipOneConsumerOwnsEveryPartition(t *testing.T) {
 // handled exactly once, in order.
 func TestOwnershipBalancesAndKeepsOrder(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
-		stream := partitionedStream(t, b)
+		stream := untaggedStream(t, b.rdb)
 		const parts, tasks, perTask = 6, 24, 25
 		log := newSeqLog()
 		obs := &eventLog{}
@@ -250,7 +234,7 @@ func TestOwnershipBalancesAndKeepsOrder(t *testing.T) {
 func TestOwnershipTakesOverFromADeadOwner(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
-		stream := partitionedStream(t, b)
+		stream := untaggedStream(t, b.rdb)
 		const parts = 2
 		dead, live := 0, 1
 		deadTask := taskInPartition(dead, parts, "dead")
@@ -295,7 +279,7 @@ func TestOwnershipTakesOverFromADeadOwner(t *testing.T) {
 func TestOwnershipLost(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		ctx := context.Background()
-		stream := partitionedStream(t, b)
+		stream := untaggedStream(t, b.rdb)
 		const parts = 2
 		obs := &eventLog{}
 		log := newSeqLog()
@@ -332,7 +316,7 @@ func TestOwnershipLost(t *testing.T) {
 // order: two handlers never run for one task at once.
 func TestOwnershipCutOffOwnerEndsHandlersBeforeTakeover(t *testing.T) {
 	b := backend{name: "redis", real: true, rdb: realClient(t)}
-	stream := partitionedStream(t, b)
+	stream := untaggedStream(t, b.rdb)
 	const parts = 2
 	task := taskInPartition(0, parts, "slow")
 	log := newSeqLog()
@@ -392,7 +376,7 @@ func TestOwnershipCutOffOwnerEndsHandlersBeforeTakeover(t *testing.T) {
 // handlers running at once over every partition a consumer owns.
 func TestOwnershipConcurrencyBoundsAllPartitions(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
-		stream := partitionedStream(t, b)
+		stream := untaggedStream(t, b.rdb)
 		const parts, limit, n = 4, 3, 60
 		var mu sync.Mutex
 		running, most, done := 0, 0, 0
