@@ -868,24 +868,16 @@ func newEntry(stream string, m redis.XMessage) Entry {
 	return e
 }
 
-// nextID returns the smallest stream id greater than id ("ms-seq" or "ms").
+// nextID returns the smallest stream id greater than id ("ms-seq" or "ms",
+// which is ms-0, as Redis reads a start id).
 func nextID(id string) (string, error) {
-	msPart, seqPart, hasSeq := strings.Cut(id, "-")
-	ms, err := strconv.ParseUint(msPart, 10, 64)
+	a, err := parseStreamID(id, false)
 	if err != nil {
 		return "", fmt.Errorf("invalid stream id %q", id)
 	}
-	var seq uint64 // "ms" alone is ms-0, as Redis reads a start id
-	if hasSeq {
-		if seq, err = strconv.ParseUint(seqPart, 10, 64); err != nil {
-			return "", fmt.Errorf("invalid stream id %q", id)
-		}
+	n, ok := a.next()
+	if !ok {
+		return "", fmt.Errorf("no stream id follows %q", id)
 	}
-	if seq == ^uint64(0) {
-		if ms == ^uint64(0) {
-			return "", fmt.Errorf("no stream id follows %q", id)
-		}
-		return strconv.FormatUint(ms+1, 10) + "-0", nil
-	}
-	return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10), nil
+	return n.String(), nil
 }

@@ -1,6 +1,7 @@
 package completion
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
@@ -288,19 +289,7 @@ func (a streamID) String() string {
 }
 
 func (a streamID) compare(b streamID) int {
-	switch {
-	case a.ms != b.ms:
-		if a.ms < b.ms {
-			return -1
-		}
-		return 1
-	case a.seq != b.seq:
-		if a.seq < b.seq {
-			return -1
-		}
-		return 1
-	}
-	return 0
+	return cmp.Or(cmp.Compare(a.ms, b.ms), cmp.Compare(a.seq, b.seq))
 }
 
 // next returns the smallest id greater than a, and false if there is none.
