@@ -46,6 +46,9 @@ const (
 	DeadLetterIDField         = "dl_source_id"  // the entry id in the source stream
 	DeadLetterTimeField       = "dl_time"       // RFC 3339 time, UTC, milliseconds
 	deadLetterFieldPrefix     = "dl_"
+	// origDeadLetterFieldPrefix is what dead-lettering renames an original
+	// field's "dl_" prefix to (see deadLetterFields and originalField).
+	origDeadLetterFieldPrefix = "orig_" + deadLetterFieldPrefix
 	maxDeadLetterErrorBytes   = 1024
 )
 
@@ -142,7 +145,7 @@ func (r *run) deadLetterFields(d *delivery, reason string, cause error) []any {
 	for _, k := range keys {
 		name := k
 		if strings.HasPrefix(k, deadLetterFieldPrefix) {
-			name = "orig_" + k
+			name = "orig_" + k // origDeadLetterFieldPrefix + the rest
 		}
 		fields = append(fields, name, d.values[k])
 	}

@@ -512,8 +512,8 @@ func originalField(name string) (string, bool) {
 	if strings.HasPrefix(name, deadLetterFieldPrefix) {
 		return "", false
 	}
-	if strings.HasPrefix(name, "orig_"+deadLetterFieldPrefix) {
-		return strings.TrimPrefix(name, "orig_"), true
+	if rest, ok := strings.CutPrefix(name, origDeadLetterFieldPrefix); ok {
+		return deadLetterFieldPrefix + rest, true
 	}
 	return name, true
 }

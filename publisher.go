@@ -97,10 +97,6 @@ func checkField(f entryField) error {
 	return fmt.Errorf("%w: WithField(%q): %s (nothing was published)", ErrMalformed, f.name, problem)
 }
 
-// origDeadLetterFieldPrefix is what dead-lettering renames an original
-// field's "dl_" prefix to (see deadLetterFields and originalField).
-const origDeadLetterFieldPrefix = "orig_" + deadLetterFieldPrefix
-
 // Publish appends msg to stream in the wire format the Python producer
 // writes (one field, "data", holding the JSON message, followed by the
 // fields given with [WithField], if any) and returns the new entry's id. An
