@@ -104,7 +104,8 @@ type Config struct {
 	// handlers running at once over all the partitions a consumer owns. An
 	// owner that cannot renew its ownership stops reading the partition and
 	// cancels its handlers' context before the ownership can expire (a
-	// quarter of ClaimMinIdle, at least 2 s, before), so order holds across
+	// quarter of ClaimMinIdle before, by a timer that does not wait for
+	// Redis), so order holds across
 	// owners as long as handlers honour that cancellation. Coordination uses a
 	// member set (MembersKey) and an owner key per partition (OwnerKey),
 	// renewed every LeaseInterval. Unless DeadLetterStream is set, each

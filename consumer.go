@@ -167,8 +167,9 @@ func NewConsumer(client RedisClient, registry TaskRegistry, handler CompletionHa
 func (c *Consumer) Config() Config { return c.cfg }
 
 // State returns the consumer's current state. With several partitions it is
-// the least healthy partition's: stopping, then degraded, then starting,
-// then running.
+// the least healthy of the partition coordination's and the partitions'
+// own (stopping, then degraded, then starting, then running); a partition
+// being handed back does not count as stopping, nor does owning none.
 func (c *Consumer) State() State {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -182,7 +183,11 @@ func (c *Consumer) State() State {
 		worst = own
 	}
 	for _, r := range c.runs {
-		if s := State(r.state.Load()); rank[s] > rank[worst] {
+		s := State(r.state.Load())
+		if own != 0 && s == StateStopping {
+			continue // a partition handed back, not the consumer stopping
+		}
+		if rank[s] > rank[worst] {
 			worst = s
 		}
 	}

@@ -24,9 +24,11 @@ package completion
 // in the partition (left behind by a previous owner that stopped or died)
 // and handles it in stream order before it reads new entries. An owner that
 // has not renewed its key for half of ClaimMinIdle (Redis unreachable, the
-// process stalled) stops reading the partition and cancels its handlers'
-// context a quarter of ClaimMinIdle (at least handlerGrace) before the key
-// can expire and another consumer can take over; the keys of partitions
+// process stalled) stops reading the partition, and a timer per partition,
+// independent of any Redis call, cancels its handlers' context a quarter of
+// ClaimMinIdle before the key can expire and another consumer can take
+// over (no handler starts after that, and entries whose handler then fails
+// are left to the next owner); the keys of partitions
 // being handed back, also at shutdown, are renewed until their handlers
 // have finished. One semaphore of Concurrency slots is shared by the runs
 // of all owned partitions.
@@ -53,6 +55,19 @@ var acquireScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if v == false or v == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// renewScript extends the ownership of a partition if this consumer still
+// owns it (returns 1), and never takes a key that has become free (returns
+// 0): a partition whose key was lost must be taken again, from scratch.
+//
+// KEYS[1] owner key; ARGV[1] consumer, ARGV[2] time-to-live in ms.
+var renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
@@ -122,6 +137,17 @@ type owned struct {
 	renewed time.Time // when the last successful renewal was sent
 	leaving bool      // stopped: its key is released once r has returned
 	lost    bool      // someone else owns the key: do not release it
+	// watchdog cuts the run's handlers and stops it at renewed + ttl -
+	// cutMargin, unless a renewal resets it first.
+	watchdog *time.Timer
+}
+
+// untilCut returns how long from now a partition whose ownership was last
+// renewed at renewed may keep its handlers running: until a quarter of the
+// time-to-live before the ownership can expire, which leaves handlers that
+// honour their context time to return.
+func (o *owner) untilCut(renewed time.Time) time.Duration {
+	return time.Until(renewed.Add(o.ttl - o.ttl/4))
 }
 
 // owner runs the partitions a Consumer owns and balances them with the
@@ -280,9 +306,9 @@ func (o *owner) step(ctx context.Context) error {
 // renew renews the ownership of every partition this consumer reads, also
 // of those being handed back: their handlers may still run, and no one may
 // start on the partition before they finish. A partition someone else owns
-// now is stopped at once. One whose ownership has not been renewed for half
-// of its time-to-live is stopped, and its handlers' context is cancelled in
-// time for them to end before the ownership can expire.
+// now is stopped, its handlers cut at once. One whose ownership has not
+// been renewed for half of its time-to-live is stopped; its watchdog cuts
+// its handlers in time for them to end before the ownership can expire.
 func (o *owner) renew(parent context.Context) error {
 	cfg := &o.c.cfg
 	ctx, cancelAll := context.WithTimeout(parent, 2*o.callTimeout())
@@ -290,7 +316,7 @@ func (o *owner) renew(parent context.Context) error {
 	for _, p := range o.sorted() {
 		rctx, cancel := context.WithTimeout(ctx, o.callTimeout())
 		sent := time.Now()
-		ok, err := acquireScript.Run(rctx, o.c.client, []string{p.key}, cfg.Consumer, o.ttl.Milliseconds()).Int64()
+		ok, err := renewScript.Run(rctx, o.c.client, []string{p.key}, cfg.Consumer, o.ttl.Milliseconds()).Int64()
 		cancel()
 		switch {
 		case err != nil:
@@ -308,11 +334,12 @@ func (o *owner) renew(parent context.Context) error {
 				o.observe(Event{Kind: EventPartitionLost, Partition: p.index})
 			}
 			// Its handlers must end now: the other owner may be reading.
-			p.r.drainBy.Store(time.Now().UnixNano())
+			p.r.cut()
 			o.stop(p)
 			continue
 		default:
 			p.renewed = sent
+			p.watchdog.Reset(o.untilCut(sent))
 			continue
 		}
 		if parent.Err() == nil && time.Since(p.renewed) > o.ttl/2 {
@@ -320,13 +347,8 @@ func (o *owner) renew(parent context.Context) error {
 				o.c.log.Warn("cannot renew the ownership of a partition; stopping it before another consumer may take it over",
 					slog.String("partition", o.cfgs[p.index].Stream), slog.Any("err", err))
 			}
-			// The key lives until at least renewed + ttl; handlers get
-			// until a quarter (at least handlerGrace) before that.
-			by := p.renewed.Add(o.ttl - max(o.ttl/4, handlerGrace))
-			if d := p.r.drainBy.Load(); d == 0 || by.UnixNano() < d {
-				p.r.drainBy.Store(by.UnixNano())
-			}
-			o.stop(p)
+			o.stop(p) // the watchdog cuts its handlers in time
+
 		}
 	}
 	return nil
@@ -342,6 +364,13 @@ func (o *owner) begin(ctx context.Context, i int, key string, sent time.Time) {
 	r.sem = o.sem
 	rctx, cancel := context.WithCancel(ctx)
 	p := &owned{index: i, key: key, r: r, cancel: cancel, done: make(chan struct{}), renewed: sent}
+	// Whatever the coordinator's calls to Redis do (a silent Redis can hold
+	// them for the client's ReadTimeout), the handlers are cut before the
+	// ownership can expire, unless a renewal moves the deadline on.
+	p.watchdog = time.AfterFunc(o.untilCut(sent), func() {
+		r.cut()
+		cancel()
+	})
 	o.parts[i] = p
 	o.c.addRun(r)
 	o.c.log.Info("took ownership of a partition", slog.String("partition", cfg.Stream))
@@ -373,6 +402,7 @@ func (o *owner) reap() error {
 			continue
 		}
 		p.cancel()
+		p.watchdog.Stop()
 		delete(o.parts, i)
 		o.c.removeRun(p.r)
 		switch {
@@ -421,6 +451,9 @@ func (o *owner) shutdown() error {
 		o.stop(p)
 	}
 	var first error
+	if err := o.renew(context.Background()); err != nil {
+		first = err
+	}
 	tick := time.NewTicker(o.c.cfg.LeaseInterval)
 	defer tick.Stop()
 	for len(o.parts) > 0 {

@@ -310,11 +310,18 @@ func TestOwnershipLost(t *testing.T) {
 
 // TestOwnershipCutOffOwnerEndsHandlersBeforeTakeover: the owner of a
 // partition loses Redis while a handler runs (ShutdownTimeout would let it
-// run on for longer than the ownership lives). Its handler's context is
-// cancelled before the ownership can expire, and only then does another
-// consumer take the partition over and handle the task's completions, in
-// order: two handlers never run for one task at once.
+// run on for longer than the ownership lives): Redis refuses it, or goes
+// silent, which holds its blocked read and its Redis calls for seconds.
+// Its handler's context is cancelled before the ownership can expire, and
+// only then does another consumer take the partition over and handle the
+// task's completions, in order: two handlers never run for one task at
+// once.
 func TestOwnershipCutOffOwnerEndsHandlersBeforeTakeover(t *testing.T) {
+	t.Run("refused", func(t *testing.T) { testOwnerCutOff(t, false) })
+	t.Run("silent", func(t *testing.T) { testOwnerCutOff(t, true) })
+}
+
+func testOwnerCutOff(t *testing.T, silent bool) {
 	b := backend{name: "redis", real: true, rdb: realClient(t)}
 	stream := untaggedStream(t, b.rdb)
 	const parts = 2
@@ -322,7 +329,11 @@ func TestOwnershipCutOffOwnerEndsHandlersBeforeTakeover(t *testing.T) {
 	log := newSeqLog()
 
 	proxy := redistest.NewProxy(t, sharedRedisAddr(t))
-	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	opts := &redis.Options{Addr: proxy.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond}
+	if silent {
+		opts = &redis.Options{Addr: proxy.Addr()} // go-redis's defaults: calls wait out ReadTimeout
+	}
+	viaProxy := redis.NewClient(opts)
 	t.Cleanup(func() { _ = viaProxy.Close() })
 	started, cancelled := make(chan struct{}), make(chan struct{})
 	var once sync.Once
@@ -343,20 +354,32 @@ func TestOwnershipCutOffOwnerEndsHandlersBeforeTakeover(t *testing.T) {
 	cfgA.OrderByTask = true
 	cfgA.ClaimMinIdle = 4 * time.Second
 	cfgA.ShutdownTimeout = 30 * time.Second // far beyond the ownership's life
+	if silent {
+		cfgA.Block = 3 * time.Second // a silent Redis holds the read for Block + ReadTimeout
+	}
 	a := newTestConsumer(t, viaProxy, anyTask, slow, cfgA)
 	stopA := startConsumer(t, a)
 	eventually(t, func() bool { return a.Stats().Partitions == parts }, "a should own both partitions")
 	for s := 0; s < 3; s++ {
 		publishSeq(t, b.rdb, stream, task, s, parts)
 	}
-	<-started
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a's handler was not called")
+	}
 
 	cfgB := cfgA
+	cfgB.Block = 200 * time.Millisecond
 	cfgB.Consumer = "b"
 	bc := newTestConsumer(t, b.rdb, anyTask, log.handler("b", 0), cfgB)
 	startConsumer(t, bc)
-	proxy.SetRefuse(true)
-	proxy.CutAll()
+	if silent {
+		proxy.SetStall(true)
+	} else {
+		proxy.SetRefuse(true)
+		proxy.CutAll()
+	}
 
 	select {
 	case <-cancelled:
@@ -369,6 +392,9 @@ func TestOwnershipCutOffOwnerEndsHandlersBeforeTakeover(t *testing.T) {
 	assert.Equal(t, []int{0, 1, 2}, log.of(task))
 	assert.Empty(t, log.overlapping(), "two handlers ran for one task at once")
 	assert.Equal(t, parts, bc.Stats().Partitions)
+	proxy.SetRefuse(true)
+	proxy.CutAll()
+	proxy.SetStall(false)
 	_ = stopA()
 }
 

@@ -28,7 +28,7 @@ func (r *run) worker(q <-chan *delivery) {
 		case <-r.stop:
 			return
 		case d := <-q:
-			if r.stopped() {
+			if r.stopped() || r.cutOff.Load() {
 				// Not started: leave it pending for a later delivery.
 				r.forget(d)
 				continue
@@ -123,6 +123,10 @@ func (r *run) process(d *delivery) {
 			Deliveries: d.count, Duration: now().Sub(start), Err: err})
 	}
 	switch {
+	case err != nil && r.cutOff.Load():
+		// The partition changes owner: the next one delivers it again.
+		r.c.stats.failed.Add(1)
+		r.forget(d)
 	case err == nil:
 		r.c.stats.succeeded.Add(1)
 		if r.cfg.DedupTTL > 0 {

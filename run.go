@@ -77,10 +77,10 @@ type run struct {
 	// most Concurrency handlers run at once however many partitions it
 	// owns.
 	sem chan struct{}
-	// drainBy, when not zero (Unix nanoseconds), cuts the drain short: the
-	// handlers' context is cancelled then at the latest. The partition
-	// coordinator sets it when the partition's ownership may expire.
-	drainBy atomic.Int64
+	// cutMu guards handlerCancel against cut, which the partition
+	// coordinator may call from any goroutine; cutOff is set by cut.
+	cutMu  sync.Mutex
+	cutOff atomic.Bool
 
 	logMu   sync.Mutex
 	lastLog map[string]time.Time
@@ -163,7 +163,12 @@ func (r *run) run(ctx context.Context) error {
 	base := context.WithoutCancel(ctx)
 	r.ioCtx, r.ioCancel = context.WithCancel(base)
 	defer r.ioCancel()
+	r.cutMu.Lock()
 	r.handlerCtx, r.handlerCancel = context.WithCancel(base)
+	if r.cutOff.Load() {
+		r.handlerCancel()
+	}
+	r.cutMu.Unlock()
 	defer r.handlerCancel()
 	r.readCtx, r.readCancel = context.WithCancel(base)
 	defer r.readCancel()
@@ -229,7 +234,7 @@ func (r *run) run(ctx context.Context) error {
 	// Drain: queued entries are left pending; running handlers get
 	// ShutdownTimeout to finish.
 	r.setState(StateStopping)
-	if !r.waitDrain(time.Now().Add(r.cfg.ShutdownTimeout)) {
+	if !r.waitWorkers(r.cfg.ShutdownTimeout) {
 		r.handlerCancel()
 		if !r.waitWorkers(handlerGrace) {
 			err = fmt.Errorf("%w: %d handler(s) still running %v after the shutdown began",
@@ -254,31 +259,17 @@ func (r *run) run(ctx context.Context) error {
 // their context at the end of ShutdownTimeout.
 const handlerGrace = 2 * time.Second
 
-// waitDrain waits for the workers until limit, or until drainBy if that
-// comes first (it may be set while waiting), and reports whether they all
-// returned.
-func (r *run) waitDrain(limit time.Time) bool {
-	done := make(chan struct{})
-	go func() { r.workers.Wait(); close(done) }()
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if d := r.drainBy.Load(); d != 0 && d < limit.UnixNano() {
-			limit = time.Unix(0, d)
-		}
-		if !time.Now().Before(limit) {
-			select {
-			case <-done:
-				return true
-			default:
-				return false
-			}
-		}
-		select {
-		case <-done:
-			return true
-		case <-t.C:
-		}
+// cut cancels the handlers' context at once, from any goroutine, also
+// before run has started: the partition's ownership is lost or about to
+// expire, and another consumer may start on it. No handler is started after
+// the cut, and entries whose handler fails after it are left pending for
+// the next owner instead of being retried or dead-lettered here.
+func (r *run) cut() {
+	r.cutMu.Lock()
+	defer r.cutMu.Unlock()
+	r.cutOff.Store(true)
+	if r.handlerCancel != nil {
+		r.handlerCancel()
 	}
 }
 

@@ -23,6 +23,7 @@ type Proxy struct {
 	target string
 	ln     net.Listener
 	refuse atomic.Bool
+	stall  atomic.Bool
 
 	mu     sync.Mutex
 	conns  map[*proxyConn]struct{}
@@ -90,6 +91,7 @@ func (p *Proxy) SetRefuse(refuse bool) { p.refuse.Store(refuse) }
 // is idempotent: later calls return nil.
 func (p *Proxy) Close() error {
 	var err error
+	p.stall.Store(false) // let held reads return
 	p.closeOnce.Do(func() {
 		p.mu.Lock()
 		p.closed = true
@@ -168,7 +170,7 @@ func (p *Proxy) serve(pc *proxyConn) {
 	copies.Add(2)
 	pipe := func(dst, src net.Conn) {
 		defer copies.Done()
-		_, _ = io.Copy(dst, src)
+		_, _ = io.Copy(dst, stallReader{src, &p.stall})
 		// One direction ended: end the other one too.
 		pc.close()
 	}
@@ -179,4 +181,24 @@ func (p *Proxy) serve(pc *proxyConn) {
 	p.mu.Lock()
 	delete(p.conns, pc)
 	p.mu.Unlock()
+}
+
+// SetStall makes the proxy hold every byte in both directions while stall is
+// true, with connections left open: Redis goes silent, as behind a network
+// that drops packets, instead of refusing. Held bytes flow on once it is
+// false again.
+func (p *Proxy) SetStall(stall bool) { p.stall.Store(stall) }
+
+// stallReader reads from r, and holds what it read while stall is set.
+type stallReader struct {
+	r     io.Reader
+	stall *atomic.Bool
+}
+
+func (s stallReader) Read(b []byte) (int, error) {
+	n, err := s.r.Read(b)
+	for s.stall.Load() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return n, err
 }
