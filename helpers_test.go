@@ -49,22 +49,12 @@ func realClient(t testing.TB) *redis.Client {
 	return rdb
 }
 
-// uniqueStream returns a stream key no other test uses, and deletes it (and
-// its dead-letter stream) when the test ends, so that a shared Redis is
-// left as it was.
+// uniqueStream returns a stream key no other test uses, in a hash tag of
+// its own, and deletes it (and its dead-letter stream) when the test ends,
+// so that a shared Redis is left as it was.
 func uniqueStream(t testing.TB, rdb *redis.Client) string {
 	t.Helper()
-	name := strings.NewReplacer("/", ":", " ", "_").Replace(t.Name())
-	key := fmt.Sprintf("completion-test:{%s:%08x}", name, rand.Uint32())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		keys, _ := rdb.Keys(ctx, key+"*").Result()
-		if len(keys) > 0 {
-			_ = rdb.Del(ctx, keys...).Err()
-		}
-	})
-	return key
+	return testKey(t, rdb, "completion-test:{%s:%08x}")
 }
 
 // untaggedStream returns a stream name without a hash tag (a partitioned
@@ -73,8 +63,14 @@ func uniqueStream(t testing.TB, rdb *redis.Client) string {
 // keys, the member set) when the test ends.
 func untaggedStream(t testing.TB, rdb *redis.Client) string {
 	t.Helper()
+	return testKey(t, rdb, "completion-test:%s:%08x")
+}
+
+// testKey formats a key from the test's name (braces removed) and a random
+// number, and deletes every key it prefixes when the test ends.
+func testKey(t testing.TB, rdb *redis.Client, format string) string {
 	name := strings.NewReplacer("/", ":", " ", "_", "{", "", "}", "").Replace(t.Name())
-	key := fmt.Sprintf("completion-test:%s:%08x", name, rand.Uint32())
+	key := fmt.Sprintf(format, name, rand.Uint32())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
