@@ -358,7 +358,6 @@ func (o *owner) renew(parent context.Context) error {
 // time sent.
 func (o *owner) begin(ctx context.Context, i int, key string, sent time.Time) {
 	cfg := o.cfgs[i]
-	cfg.Concurrency = o.c.cfg.Concurrency // bounded by o.sem across partitions
 	r := newRun(o.c, cfg)
 	r.adopt = true
 	r.sem = o.sem

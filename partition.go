@@ -50,7 +50,10 @@ func WithPartitions(n int) PublishOption {
 	return func(o *publishOptions) { o.partitions = n }
 }
 
-// partitionConfigs returns one Config per partition the consumer reads.
+// partitionConfigs returns one Config per partition the consumer may read:
+// the consumer's, with the partition's stream and dead-letter stream. (Each
+// partition's run keeps the whole Concurrency; one semaphore shared by the
+// runs bounds the handlers, see ownership.go.)
 func (c *Consumer) partitionConfigs() []Config {
 	n := c.cfg.Partitions
 	if n <= 1 {
@@ -63,7 +66,6 @@ func (c *Consumer) partitionConfigs() []Config {
 		if !c.explicitDeadLetter {
 			cfg.DeadLetterStream = DeadLetterStreamFor(cfg.Stream)
 		}
-		cfg.Concurrency = max(1, (c.cfg.Concurrency+n-1)/n)
 		cfgs[i] = cfg
 	}
 	return cfgs
