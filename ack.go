@@ -2,10 +2,14 @@ package completion
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamrelay/completion/internal/scripts"
 )
 
 // acker batches acknowledgements and dead-letterings: one pipeline with one
@@ -146,48 +150,92 @@ func (r *run) sendBatch(ctx context.Context, batch []*delivery, ids *[]string) (
 	for _, d := range acks {
 		*ids = append(*ids, d.id)
 	}
-	if len(acks) == 0 && len(scripted) == 0 {
-		return rest, failedOp, failed
-	}
-	keys := []string{r.cfg.Stream, r.cfg.DeadLetterStream}
 	var ack *redis.IntCmd
-	scripts := make([]*redis.Cmd, len(scripted))
-	_, _ = r.c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		if len(*ids) > 0 {
-			ack = p.XAck(ctx, r.cfg.Stream, r.cfg.Group, *ids...)
+	if len(*ids) > 0 || len(scripted) > 0 {
+		var scripts []*redis.Cmd
+		_, _ = r.c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			if len(*ids) > 0 {
+				ack = p.XAck(ctx, r.cfg.Stream, r.cfg.Group, *ids...)
+			}
+			scripts = r.queueDeadLetterScripts(ctx, p, scripted)
+			return nil
+		})
+		if ack != nil && ack.Err() != nil {
+			fail("xack", ack.Err(), acks...)
+		} else {
+			r.done(acks...)
+			for _, d := range acks {
+				if d.dl != nil {
+					r.deadLettered(d)
+				}
+			}
 		}
+		// Entries the stream no longer holds are moved with the fields
+		// this consumer read: a second round, only for those.
+		var gone []*delivery
 		for i, d := range scripted {
-			scripts[i] = deadLetterScript.EvalSha(ctx, p, keys, r.deadLetterArgs(d)...)
+			switch err := r.settleDeadLetter(ctx, d, scripts[i]); {
+			case errors.Is(err, errEntryGone):
+				r.giveFields(d)
+				gone = append(gone, d)
+			case err != nil:
+				fail("dead-letter", err, d)
+			}
 		}
-		return nil
-	})
-	if ack != nil && ack.Err() != nil {
-		fail("xack", ack.Err(), acks...)
-	} else {
-		r.done(acks...)
-		for _, d := range acks {
-			if d.dl != nil {
-				r.deadLettered(d)
+		if len(gone) > 0 {
+			_, _ = r.c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+				scripts = r.queueDeadLetterScripts(ctx, p, gone)
+				return nil
+			})
+			for i, d := range gone {
+				if err := r.settleDeadLetter(ctx, d, scripts[i]); err != nil {
+					fail("dead-letter", err, d)
+				}
 			}
 		}
 	}
-	for i, d := range scripted {
-		cmd := scripts[i]
-		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-			// Not loaded yet, or any more after a restart: Run loads it.
-			cmd = deadLetterScript.Run(ctx, r.c.client, keys, r.deadLetterArgs(d)...)
-		}
-		n, err := cmd.Int64()
-		switch {
-		case err != nil:
-			fail("dead-letter", err, d)
-			continue
-		case n == 1:
-			r.deadLettered(d)
-		default:
-			r.log.Info("entry was no longer pending when it was to be dead-lettered (handled or trimmed meanwhile); nothing moved", slog.String("id", d.id))
-		}
-		r.done(d)
-	}
 	return rest, failedOp, failed
+}
+
+// errEntryGone: the dead-letter script found the entry deleted from the
+// stream; the move must carry the fields itself.
+var errEntryGone = errors.New("the entry is no longer in the stream")
+
+// queueDeadLetterScripts queues the dead-letter script of each delivery in
+// ds on p.
+func (r *run) queueDeadLetterScripts(ctx context.Context, p redis.Pipeliner, ds []*delivery) []*redis.Cmd {
+	keys := []string{r.cfg.Stream, r.cfg.DeadLetterStream}
+	cmds := make([]*redis.Cmd, len(ds))
+	for i, d := range ds {
+		cmds[i] = scripts.DeadLetter.EvalSha(ctx, p, keys, r.deadLetterArgs(d)...)
+	}
+	return cmds
+}
+
+// settleDeadLetter reads the reply of d's dead-letter script, running it
+// again when the server had not loaded it. It records the move and forgets
+// d, or returns errEntryGone, or the error that leaves d pending.
+func (r *run) settleDeadLetter(ctx context.Context, d *delivery, cmd *redis.Cmd) error {
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		// Not loaded yet, or any more after a restart: Run loads it.
+		cmd = scripts.DeadLetter.Run(ctx, r.c.client, []string{r.cfg.Stream, r.cfg.DeadLetterStream}, r.deadLetterArgs(d)...)
+	}
+	n, err := cmd.Int64()
+	switch {
+	case err != nil:
+		return err
+	case n == scripts.DeadLetterGone:
+		return errEntryGone
+	case n == scripts.DeadLetterOversize:
+		d.dl.reason = ReasonOversize
+		d.dl.cause = fmt.Errorf("%w: the entry has more than %d fields or %d bytes (MaxPayloadBytes): moved without its fields",
+			ErrMalformed, MaxEntryFields, r.cfg.MaxPayloadBytes)
+		r.deadLettered(d)
+	case n == scripts.DeadLetterMoved:
+		r.deadLettered(d)
+	default:
+		r.log.Info("entry was no longer pending when it was to be dead-lettered (handled or trimmed meanwhile); nothing moved", slog.String("id", d.id))
+	}
+	r.done(d)
+	return nil
 }

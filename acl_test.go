@@ -32,6 +32,7 @@ import (
 //	XCLAIM               take an entry back for its retry; also in the lease script
 //	XACK                 acknowledge; also in the dead-letter script
 //	XADD                 in the dead-letter script (and directly, in a cluster whose keys do not share a slot)
+//	XRANGE               in the dead-letter script, which copies the entry; tells a trimmed entry due for a retry from one taken over
 //	XINFO CONSUMERS      in the stale-consumer script
 //	XGROUP DELCONSUMER   in the stale-consumer and remove-self scripts
 //	EVALSHA, EVAL        the scripts (go-redis sends EVALSHA, then EVAL when the script is not cached)
@@ -46,7 +47,7 @@ import (
 // streams, the owner keys, the member set (and the default DedupPrefix).
 var (
 	consumerACLCommands = []string{
-		"xgroup|create", "xreadgroup", "xautoclaim", "xpending", "xclaim", "xack", "xadd",
+		"xgroup|create", "xreadgroup", "xautoclaim", "xpending", "xclaim", "xack", "xadd", "xrange",
 		"xinfo|consumers", "xgroup|delconsumer", "evalsha", "eval", "client|id", "client|unblock",
 	}
 	consumerDedupACLCommands     = []string{"exists", "set"}

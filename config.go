@@ -179,8 +179,9 @@ type Config struct {
 
 	// MaxPayloadBytes is the largest entry the consumer decodes: its "data"
 	// field, and with other fields (WithField) their names and values
-	// together; larger entries are dead-lettered with reason "oversize".
-	// Default DefaultMaxPayloadBytes.
+	// together; larger entries, and entries with more than MaxEntryFields
+	// fields, are dead-lettered with reason "oversize", without their fields
+	// (see DeadLetterExcerptField). Default DefaultMaxPayloadBytes.
 	MaxPayloadBytes int
 
 	// MaxIDBytes is the longest operation id or task id accepted; entries

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -288,8 +289,17 @@ func TestMalformedEntriesAreDeadLetteredAndDoNotBlock(t *testing.T) {
 			i, ok := byID[dl.Values[DeadLetterIDField].(string)]
 			require.True(t, ok, "dead letter for an unknown source id: %v", dl.Values)
 			assert.Equal(t, bad[i].reason, dl.Values[DeadLetterReasonField], "entry %d", i)
-			for k, v := range bad[i].values {
-				assert.Equal(t, v, dl.Values[k], "original field %q kept", k)
+			if bad[i].reason == ReasonOversize {
+				// Too big to copy: an excerpt and the sizes instead.
+				data := bad[i].values[DataField].(string)
+				assert.Equal(t, data[:256], dl.Values[DeadLetterExcerptField])
+				assert.Equal(t, strconv.Itoa(len(data)), dl.Values[DeadLetterSizeField])
+				assert.Equal(t, "1", dl.Values[DeadLetterFieldsField])
+				assert.NotContains(t, dl.Values, DataField)
+			} else {
+				for k, v := range bad[i].values {
+					assert.Equal(t, v, dl.Values[k], "original field %q kept", k)
+				}
 			}
 			assert.Equal(t, "1", dl.Values[DeadLetterDeliveriesField])
 			assert.Equal(t, "c1", dl.Values[DeadLetterConsumerField])

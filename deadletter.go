@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamrelay/completion/internal/scripts"
 )
 
 // Dead-letter reasons, written to the dl_reason field of a dead-letter
@@ -33,9 +35,17 @@ const (
 	ReasonMaxDeliveries = "max_deliveries"
 )
 
-// Fields a dead-letter entry carries besides the original entry's fields,
-// which are copied unchanged (an original field whose name starts with
-// "dl_" is renamed with the prefix "orig_").
+// Fields a dead-letter entry carries besides the original entry's fields.
+// The original fields are copied in their order, duplicates included; an
+// original field whose name starts with "dl_" or "orig_" gets the prefix
+// "orig_", which a redrive strips again, so that every name round-trips.
+//
+// A dead letter of reason "oversize" for an entry over
+// Config.MaxPayloadBytes or MaxEntryFields holds none of the original
+// fields: the entry is too big to copy. It holds DeadLetterSizeField,
+// DeadLetterFieldsField and DeadLetterExcerptField instead, and cannot be
+// redriven; the original stays in the source stream, under
+// DeadLetterIDField, until the stream is trimmed.
 const (
 	DeadLetterReasonField     = "dl_reason"     // one of the Reason constants
 	DeadLetterErrorField      = "dl_error"      // the error text, at most 1 KiB
@@ -45,36 +55,34 @@ const (
 	DeadLetterStreamField     = "dl_stream"     // the source stream
 	DeadLetterIDField         = "dl_source_id"  // the entry id in the source stream
 	DeadLetterTimeField       = "dl_time"       // RFC 3339 time, UTC, milliseconds
+	DeadLetterSizeField       = "dl_size"       // oversize: the entry's bytes, decimal
+	DeadLetterFieldsField     = "dl_fields"     // oversize: the entry's field count, decimal
+	DeadLetterExcerptField    = "dl_excerpt"    // oversize: the first 256 bytes of its data field
 	deadLetterFieldPrefix     = "dl_"
-	// origDeadLetterFieldPrefix is what dead-lettering renames an original
-	// field's "dl_" prefix to (see deadLetterFields and originalField).
-	origDeadLetterFieldPrefix = "orig_" + deadLetterFieldPrefix
-	maxDeadLetterErrorBytes   = 1024
+	// origFieldPrefix is what dead-lettering puts before an original
+	// field's name that starts with "dl_" or "orig_" (see escapeFieldName
+	// and originalField).
+	origFieldPrefix         = "orig_"
+	maxDeadLetterErrorBytes = 1024
+	maxExcerptBytes         = 256
 )
 
-// deadLetterScript moves an entry atomically: acknowledge it and, if it was
-// still pending (no one else handled it meanwhile), add it to the
-// dead-letter stream. Used when both keys live on one node.
-//
-// KEYS[1] stream, KEYS[2] dead-letter stream; ARGV[1] group, ARGV[2] id,
-// ARGV[3] MAXLEN (0 = none), ARGV[4..] field/value pairs.
-var deadLetterScript = redis.NewScript(`
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if acked == 0 then return 0 end
-local args = {'XADD', KEYS[2]}
-if tonumber(ARGV[3]) > 0 then
-  table.insert(args, 'MAXLEN'); table.insert(args, '~'); table.insert(args, ARGV[3])
-end
-table.insert(args, '*')
-for i = 4, #ARGV do table.insert(args, ARGV[i]) end
-redis.call(unpack(args))
-return 1
-`)
+// MaxEntryFields is the most fields an entry may have. An entry with more is
+// dead-lettered as "oversize", without its fields (see
+// DeadLetterExcerptField): Redis's Lua cannot pass many more values to one
+// command, and nothing a producer of this package writes comes near it.
+const MaxEntryFields = 1000
 
 // deadLetterReq is a dead-lettering the acker carries out.
 type deadLetterReq struct {
 	reason string
 	cause  error
+	meta   []any // the dl_ fields, dl_reason and dl_error first
+	// given: the original fields travel with the request (fields) instead
+	// of being copied by the script from the stream: the entry was deleted
+	// from the stream, or the keys live on different nodes. Never set for
+	// an oversize entry, whose fields are not written at all.
+	given  bool
 	fields []any
 	added  bool // two-step move: the XADD is done, the XACK is not
 }
@@ -82,17 +90,18 @@ type deadLetterReq struct {
 // deadLetter hands d to the acker to be moved to the dead-letter stream with
 // its reason and acknowledged; the acker batches these moves with the
 // acknowledgements in one pipeline. Where the two keys share a node the move
-// is one script (dead-letter only if still pending, and acknowledge);
-// otherwise (a cluster without a shared hash tag) the dead letter is written
-// first and acknowledged second, so a crash in between leaves a duplicate,
-// never a loss. If Redis fails, the entry stays pending and is delivered
-// again.
+// is one script that copies the entry's fields itself, so that no body
+// travels through the client, and acknowledges last (a failed write
+// acknowledges nothing); otherwise (a cluster without a shared hash tag) the
+// dead letter is written first and acknowledged second, so a crash in
+// between leaves a duplicate, never a loss. If Redis fails, the entry stays
+// pending and is delivered again.
 func (r *run) deadLetter(d *delivery, reason string, cause error) {
 	if !r.current(d) { // its stream was deleted meanwhile
 		r.forget(d)
 		return
 	}
-	d.dl = &deadLetterReq{reason: reason, cause: cause, fields: r.deadLetterFields(d, reason, cause)}
+	d.dl = &deadLetterReq{reason: reason, cause: cause, meta: r.deadLetterMeta(d, reason, cause)}
 	r.ack(d)
 }
 
@@ -111,14 +120,45 @@ func (r *run) deadLettered(d *delivery) {
 
 // deadLetterArgs returns the script arguments for d's move.
 func (r *run) deadLetterArgs(d *delivery) []any {
-	args := make([]any, 0, 3+len(d.dl.fields))
-	args = append(args, r.cfg.Group, d.id, r.cfg.DeadLetterMaxLen)
-	return append(args, d.dl.fields...)
+	mode := scripts.ModeCopy
+	if d.dl.given || d.bodyOversize {
+		mode = scripts.ModeGiven
+	}
+	args := make([]any, 0, 7+len(d.dl.meta)+len(d.dl.fields))
+	args = append(args, r.cfg.Group, d.id, r.cfg.DeadLetterMaxLen, MaxEntryFields, r.cfg.MaxPayloadBytes, mode, len(d.dl.meta))
+	args = append(args, d.dl.meta...)
+	if d.dl.given && !d.bodyOversize {
+		args = append(args, d.dl.fields...)
+	}
+	return args
+}
+
+// giveFields makes d's move carry the entry's fields, as the consumer read
+// them (their order is lost: go-redis hands them over as a map).
+func (r *run) giveFields(d *delivery) {
+	d.dl.given = true
+	if d.bodyOversize {
+		return
+	}
+	keys := make([]string, 0, len(d.values))
+	for k := range d.values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	d.dl.fields = make([]any, 0, 2*len(keys))
+	for _, k := range keys {
+		d.dl.fields = append(d.dl.fields, escapeFieldName(k), d.values[k])
+	}
 }
 
 // deadLetterXAdd returns the XADD of d's dead letter, for the two-step move.
 func (r *run) deadLetterXAdd(d *delivery) *redis.XAddArgs {
-	a := &redis.XAddArgs{Stream: r.cfg.DeadLetterStream, Values: d.dl.fields}
+	if !d.dl.given {
+		r.giveFields(d)
+	}
+	values := make([]any, 0, len(d.dl.fields)+len(d.dl.meta))
+	values = append(append(values, d.dl.fields...), d.dl.meta...)
+	a := &redis.XAddArgs{Stream: r.cfg.DeadLetterStream, Values: values}
 	if r.cfg.DeadLetterMaxLen > 0 {
 		a.MaxLen, a.Approx = r.cfg.DeadLetterMaxLen, true
 	}
@@ -135,21 +175,11 @@ func (r *run) atomicDeadLetter() bool {
 	return keySlot(r.cfg.Stream) == keySlot(r.cfg.DeadLetterStream)
 }
 
-func (r *run) deadLetterFields(d *delivery, reason string, cause error) []any {
-	keys := make([]string, 0, len(d.values))
-	for k := range d.values {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	fields := make([]any, 0, 2*len(keys)+16)
-	for _, k := range keys {
-		name := k
-		if strings.HasPrefix(k, deadLetterFieldPrefix) {
-			name = "orig_" + k // origDeadLetterFieldPrefix + the rest
-		}
-		fields = append(fields, name, d.values[k])
-	}
-	return append(fields,
+// deadLetterMeta returns the dl_ fields of d's dead letter, dl_reason and
+// dl_error first (the script may rewrite those two).
+func (r *run) deadLetterMeta(d *delivery, reason string, cause error) []any {
+	meta := make([]any, 0, 22)
+	meta = append(meta,
 		DeadLetterReasonField, reason,
 		DeadLetterErrorField, truncate(errText(cause), maxDeadLetterErrorBytes),
 		DeadLetterDeliveriesField, strconv.FormatInt(d.count, 10),
@@ -159,6 +189,32 @@ func (r *run) deadLetterFields(d *delivery, reason string, cause error) []any {
 		DeadLetterIDField, d.id,
 		DeadLetterTimeField, time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00"),
 	)
+	if d.bodyOversize {
+		data, _ := d.values[DataField].(string)
+		meta = append(meta,
+			DeadLetterSizeField, strconv.Itoa(entryBytes(d.values)),
+			DeadLetterFieldsField, strconv.Itoa(len(d.values)),
+			DeadLetterExcerptField, cutBytes(data, maxExcerptBytes))
+	}
+	return meta
+}
+
+// escapeFieldName returns the name an original field gets in a dead letter;
+// originalField undoes it.
+func escapeFieldName(name string) string {
+	if strings.HasPrefix(name, deadLetterFieldPrefix) || strings.HasPrefix(name, origFieldPrefix) {
+		return origFieldPrefix + name
+	}
+	return name
+}
+
+// cutBytes returns the first n bytes of s (not marked, possibly cutting a
+// rune: an excerpt of untrusted data, as the dead-letter script cuts it).
+func cutBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
 
 func errText(err error) string {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamrelay/completion/internal/scripts"
 )
 
 // DefaultInspectCount is how many entries [Inspector.Pending] and
@@ -507,13 +509,14 @@ func parseDeadLetter(m redis.XMessage) DeadLetter {
 }
 
 // originalField maps a dead-letter field name to the original entry's field
-// name, or reports false for the dead-letter's own fields.
+// name (undoing escapeFieldName), or reports false for the dead-letter's own
+// fields.
 func originalField(name string) (string, bool) {
+	if rest, ok := strings.CutPrefix(name, origFieldPrefix); ok {
+		return rest, true
+	}
 	if strings.HasPrefix(name, deadLetterFieldPrefix) {
 		return "", false
-	}
-	if rest, ok := strings.CutPrefix(name, origDeadLetterFieldPrefix); ok {
-		return deadLetterFieldPrefix + rest, true
 	}
 	return name, true
 }
@@ -533,35 +536,6 @@ func decodeFields(fields map[string]string) (*Message, error) {
 
 // ---------------------------------------------------------------------------
 // Redrive and purge
-
-// redriveScript moves one dead letter back to its stream, if it is still
-// there, so that two concurrent redrives move it once.
-//
-// KEYS[1] dead-letter stream, KEYS[2] stream; ARGV[1] the dead letter's id.
-// Returns the new entry's id, or false when the dead letter is gone.
-var redriveScript = redis.NewScript(`
-local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #e == 0 then return false end
-local f = e[1][2]
-local args = {'XADD', KEYS[2], '*'}
-for i = 1, #f, 2 do
-  local name = f[i]
-  if string.sub(name, 1, 8) == 'orig_dl_' then
-    name = string.sub(name, 6)
-  elseif string.sub(name, 1, 3) == 'dl_' then
-    name = nil
-  end
-  if name then
-    table.insert(args, name); table.insert(args, f[i+1])
-  end
-end
-if #args == 3 then
-  return redis.error_reply('ERR dead letter ' .. ARGV[1] .. ' holds no original fields')
-end
-local id = redis.call(unpack(args))
-redis.call('XDEL', KEYS[1], ARGV[1])
-return id
-`)
 
 // Redrive moves the dead letters with the given ids back to the stream, in
 // the order given, and returns how many it moved. An id that is not (or no
@@ -612,8 +586,11 @@ func (in *Inspector) redriveOne(ctx context.Context, id string) (bool, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("completion: redrive dead letter %s from %q to %q: %w", id, in.cfg.DeadLetterStream, in.cfg.Stream, err)
 	}
+	if _, err := parseStreamID(id, false); err != nil || !strings.Contains(id, "-") {
+		return false, wrap(errors.New("not a full stream id (ms-seq)"))
+	}
 	if in.atomic {
-		err := redriveScript.Run(ctx, in.client, []string{in.cfg.DeadLetterStream, in.cfg.Stream}, id).Err()
+		err := scripts.Redrive.Run(ctx, in.client, []string{in.cfg.DeadLetterStream, in.cfg.Stream}, id, MaxEntryFields).Err()
 		switch {
 		case errors.Is(err, redis.Nil):
 			return false, nil

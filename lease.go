@@ -6,32 +6,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/streamrelay/completion/internal/scripts"
 )
-
-// leaseScript renews this consumer's claim on entries it still owns: for
-// each id, if XPENDING says this consumer holds it, XCLAIM ... JUSTID resets
-// its idle time (without counting a delivery), so XAUTOCLAIM elsewhere does
-// not take it. Entries owned by someone else are not touched; their ids are
-// returned. Entries no longer pending at all (acknowledged meanwhile, by
-// this consumer's acker or after a reclaim elsewhere, or trimmed) are
-// skipped: the acker or the reclaimer reports those.
-//
-// KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3..] ids.
-var leaseScript = redis.NewScript(`
-local lost = {}
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p == 1 then
-    if p[1][2] == ARGV[2] then
-      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    else
-      table.insert(lost, ARGV[i])
-    end
-  end
-end
-return lost
-`)
 
 // leaser renews, every LeaseInterval, the claim on entries this run holds:
 // queued, running, or waiting for their
@@ -64,7 +40,7 @@ func (r *run) leaser(stop <-chan struct{}) {
 		}
 		ctx, cancel := context.WithTimeout(r.ioCtx, r.cfg.LeaseInterval)
 		args := append([]any{r.cfg.Group, r.cfg.Consumer}, ids...)
-		lost, err := leaseScript.Run(ctx, r.c.client, []string{r.cfg.Stream}, args...).StringSlice()
+		lost, err := scripts.Lease.Run(ctx, r.c.client, []string{r.cfg.Stream}, args...).StringSlice()
 		cancel()
 		if err != nil {
 			r.redisError("lease", err)
@@ -93,29 +69,9 @@ func (r *run) leaser(stop <-chan struct{}) {
 	}
 }
 
-// staleConsumersScript deletes the group's consumers, other than ARGV[3],
-// that hold no pending entries and have been idle for at least ARGV[2] ms.
-// Checking and deleting in one script means a consumer that holds entries is
-// never deleted (XGROUP DELCONSUMER would drop them).
-//
-// KEYS[1] stream; ARGV[1] group, ARGV[2] min idle ms, ARGV[3] this consumer.
-var staleConsumersScript = redis.NewScript(`
-local deleted = {}
-local minIdle = tonumber(ARGV[2])
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local f = {}
-  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
-  if f['name'] and f['name'] ~= ARGV[3] and f['pending'] == 0 and f['idle'] and f['idle'] >= minIdle then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
-    table.insert(deleted, f['name'])
-  end
-end
-return deleted
-`)
-
 // removeStaleConsumers removes departed consumers from the group.
 func (r *run) removeStaleConsumers() {
-	deleted, err := staleConsumersScript.Run(r.ioCtx, r.c.client, []string{r.cfg.Stream},
+	deleted, err := scripts.StaleConsumers.Run(r.ioCtx, r.c.client, []string{r.cfg.Stream},
 		r.cfg.Group, strconv.FormatInt(r.cfg.StaleConsumerAge.Milliseconds(), 10), r.cfg.Consumer).StringSlice()
 	if err != nil {
 		if !isNoGroup(err) && !r.stopped() {
@@ -128,22 +84,13 @@ func (r *run) removeStaleConsumers() {
 	}
 }
 
-// removeSelfScript deletes consumer ARGV[2] if it holds no pending entries.
-var removeSelfScript = redis.NewScript(`
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
-if #p == 0 then
-  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-end
-return -1
-`)
-
 // removeSelf deletes this consumer from the group at a clean shutdown when
 // it holds nothing; a consumer with pending entries stays, so that another
 // can claim them.
 func (r *run) removeSelf() {
 	ctx, cancel := context.WithTimeout(r.ioCtx, finalAckTimeout)
 	defer cancel()
-	n, err := removeSelfScript.Run(ctx, r.c.client, []string{r.cfg.Stream}, r.cfg.Group, r.cfg.Consumer).Int64()
+	n, err := scripts.RemoveSelf.Run(ctx, r.c.client, []string{r.cfg.Stream}, r.cfg.Group, r.cfg.Consumer).Int64()
 	switch {
 	case err != nil:
 		if !isNoGroup(err) {

@@ -42,75 +42,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/streamrelay/completion/internal/scripts"
 )
-
-// acquireScript takes or renews the ownership of a partition: the owner key
-// is set to this consumer, with a fresh time-to-live, if it is free or
-// already this consumer's. It returns 1 when this consumer owns the
-// partition, 0 when someone else does.
-//
-// KEYS[1] owner key; ARGV[1] consumer, ARGV[2] time-to-live in ms.
-var acquireScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v == false or v == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-`)
-
-// renewScript extends the ownership of a partition if this consumer still
-// owns it (returns 1), and never takes a key that has become free (returns
-// 0): a partition whose key was lost must be taken again, from scratch.
-//
-// KEYS[1] owner key; ARGV[1] consumer, ARGV[2] time-to-live in ms.
-var renewScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-`)
-
-// releaseScript deletes the owner key if this consumer still owns it.
-//
-// KEYS[1] owner key; ARGV[1] consumer.
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-`)
-
-// heartbeatScript refreshes this consumer in the member set, drops members
-// that have been silent for the time-to-live, and returns how many are
-// left. Scores are the server's clock, so skewed clocks across pods do not
-// matter. The set expires when every consumer has gone.
-//
-// KEYS[1] member set; ARGV[1] consumer, ARGV[2] time-to-live in ms.
-var heartbeatScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
-redis.call('PEXPIRE', KEYS[1], ttl * 2)
-return redis.call('ZCARD', KEYS[1])
-`)
-
-// adoptScript moves a batch of the group's pending entries, whoever holds
-// them, to this consumer without counting a delivery (JUSTID): the re-read
-// of the own pending list that follows counts it. It returns the next
-// cursor, how many entries it moved, and the ids of entries deleted from the
-// stream while pending (Redis drops those from the pending list).
-//
-// KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] cursor, ARGV[4]
-// count.
-var adoptScript = redis.NewScript(`
-local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'COUNT', ARGV[4], 'JUSTID')
-return {r[1], #r[2], r[3] or {}}
-`)
 
 // MembersKey returns the key of the sorted set in which the consumers of
 // group reading a partitioned stream announce themselves (see
@@ -233,7 +166,7 @@ func (o *owner) step(ctx context.Context) error {
 	cfg := &o.c.cfg
 	ttlMS := o.ttl.Milliseconds()
 	hctx, cancel := context.WithTimeout(ctx, o.callTimeout())
-	members, err := heartbeatScript.Run(hctx, o.c.client, []string{o.members}, cfg.Consumer, ttlMS).Int64()
+	members, err := scripts.Heartbeat.Run(hctx, o.c.client, []string{o.members}, cfg.Consumer, ttlMS).Int64()
 	cancel()
 	if ctx.Err() != nil {
 		return nil
@@ -286,7 +219,7 @@ func (o *owner) step(ctx context.Context) error {
 		key := OwnerKey(cfg.Stream, i, n, cfg.Group)
 		actx, cancel := context.WithTimeout(ctx, o.callTimeout())
 		sent := time.Now()
-		ok, aerr := acquireScript.Run(actx, o.c.client, []string{key}, cfg.Consumer, ttlMS).Int64()
+		ok, aerr := scripts.Acquire.Run(actx, o.c.client, []string{key}, cfg.Consumer, ttlMS).Int64()
 		cancel()
 		if aerr != nil {
 			if isFatal(aerr) {
@@ -316,7 +249,7 @@ func (o *owner) renew(parent context.Context) error {
 	for _, p := range o.sorted() {
 		rctx, cancel := context.WithTimeout(ctx, o.callTimeout())
 		sent := time.Now()
-		ok, err := renewScript.Run(rctx, o.c.client, []string{p.key}, cfg.Consumer, o.ttl.Milliseconds()).Int64()
+		ok, err := scripts.Renew.Run(rctx, o.c.client, []string{p.key}, cfg.Consumer, o.ttl.Milliseconds()).Int64()
 		cancel()
 		switch {
 		case err != nil:
@@ -435,7 +368,7 @@ func (o *owner) reap() error {
 func (o *owner) release(p *owned) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.callTimeout())
 	defer cancel()
-	if err := releaseScript.Run(ctx, o.c.client, []string{p.key}, o.c.cfg.Consumer).Err(); err != nil {
+	if err := scripts.Release.Run(ctx, o.c.client, []string{p.key}, o.c.cfg.Consumer).Err(); err != nil {
 		o.c.log.Info("could not release a partition; another consumer takes it over once its ownership expires",
 			slog.String("partition", o.cfgs[p.index].Stream), slog.Any("err", err))
 	}
@@ -514,7 +447,7 @@ func (r *run) adoptPending() error {
 	bo := backoff{base: r.cfg.ErrorBackoff, max: r.cfg.MaxErrorBackoff}
 	cursor, moved := "0-0", 0
 	for !r.stopped() {
-		res, err := adoptScript.Run(r.ioCtx, r.c.client, []string{r.cfg.Stream},
+		res, err := scripts.Adopt.Run(r.ioCtx, r.c.client, []string{r.cfg.Stream},
 			r.cfg.Group, r.cfg.Consumer, cursor, r.cfg.BatchSize).Slice()
 		if err == nil {
 			next, n, deleted, perr := parseAdopt(res)

@@ -51,9 +51,8 @@ func WithMaxLen(n int64) PublishOption {
 //
 // Some names are refused, with an error from [Publish] wrapping
 // [ErrMalformed], because the entry format already gives them a meaning:
-// the empty name, [DataField], and names starting with "dl_" or "orig_dl_"
-// (dead letters add dl_ fields of their own and rename an original entry's
-// dl_ fields to orig_dl_; see [DeadLetterReasonField]). Names and values
+// the empty name, [DataField], and names starting with "dl_" (dead letters
+// add dl_ fields of their own; see [DeadLetterReasonField]). Names and values
 // must be valid UTF-8: a reader that decodes every field as text (redis-py
 // with decode_responses, say) would otherwise fail on the whole entry.
 //
@@ -83,10 +82,6 @@ func checkField(f entryField) error {
 		problem = "the name is reserved for the JSON message"
 	case strings.HasPrefix(f.name, deadLetterFieldPrefix):
 		problem = `names starting with "` + deadLetterFieldPrefix + `" are reserved for dead-letter metadata`
-	case strings.HasPrefix(f.name, origDeadLetterFieldPrefix):
-		// A redrive turns orig_dl_x back into dl_x: the field would come
-		// back under another name.
-		problem = `names starting with "` + origDeadLetterFieldPrefix + `" are reserved: dead letters rename an entry's dl_ fields to them`
 	case !utf8.ValidString(f.name):
 		problem = "the name is not valid UTF-8"
 	case !utf8.ValidString(f.value):

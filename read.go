@@ -300,11 +300,18 @@ func (r *run) initDelivery(d *delivery, m *redis.XMessage, count int64, epoch ui
 	}
 	if len(s) > r.cfg.MaxPayloadBytes {
 		d.badMsg, d.reason = fmt.Errorf("%w: field %q holds %s bytes, over MaxPayloadBytes (%d)", ErrMalformed, DataField, strconv.Itoa(len(s)), r.cfg.MaxPayloadBytes), ReasonOversize
+		d.bodyOversize = true
 		return
 	}
 	if len(m.Values) > 1 { // fields besides DataField (WithField) count too
+		if len(m.Values) > MaxEntryFields {
+			d.badMsg, d.reason = fmt.Errorf("%w: the entry has %s fields, over MaxEntryFields (%d)", ErrMalformed, strconv.Itoa(len(m.Values)), MaxEntryFields), ReasonOversize
+			d.bodyOversize = true
+			return
+		}
 		if n := entryBytes(m.Values); n > r.cfg.MaxPayloadBytes {
 			d.badMsg, d.reason = fmt.Errorf("%w: the entry's fields hold %s bytes (%q: %d), over MaxPayloadBytes (%d)", ErrMalformed, strconv.Itoa(n), DataField, len(s), r.cfg.MaxPayloadBytes), ReasonOversize
+			d.bodyOversize = true
 			return
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamrelay/completion/internal/scripts"
 )
 
 // Defaults applied by [NewRedisRegistry] to zero [RedisRegistryConfig]
@@ -139,41 +141,6 @@ func (r *RedisRegistry) Config() RedisRegistryConfig {
 	return RedisRegistryConfig{MetaPrefix: r.metaPrefix, OpPrefix: r.opPrefix, TTL: r.ttl}
 }
 
-// registryLookupScript reads the operation index KEYS[1] and the meta hash
-// it points to (ARGV[1] .. task id); when that hash is missing it falls back
-// to KEYS[2], the meta hash of the message's own task id, if given. It
-// returns the HGETALL reply, empty when neither is known. It computes a key,
-// so it is run on single-node clients only.
-var registryLookupScript = redis.NewScript(`
-local id = redis.call('GET', KEYS[1])
-if id and id ~= '' then
-	local key = ARGV[1] .. id
-	local h = redis.call('HGETALL', key)
-	if #h > 0 or key == KEYS[2] then
-		return h
-	end
-end
-if KEYS[2] then
-	return redis.call('HGETALL', KEYS[2])
-end
-return {}
-`)
-
-// registryStatusScript sets field "status" of hash KEYS[1] to ARGV[2] if it
-// is ARGV[1]. It returns 1 when it did, 0 when the status differs (or is
-// absent), -1 when the hash does not exist. HSET keeps the key's TTL.
-var registryStatusScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], 'status')
-if cur == ARGV[1] then
-	redis.call('HSET', KEYS[1], 'status', ARGV[2])
-	return 1
-end
-if not cur and redis.call('EXISTS', KEYS[1]) == 0 then
-	return -1
-end
-return 0
-`)
-
 // LookupTask implements [TaskRegistry]: it looks the task up by operation id
 // first and, when the operation index is missing or points to a task whose
 // meta hash is gone, by task id. An empty id is not looked up. It returns an
@@ -188,7 +155,7 @@ func (r *RedisRegistry) LookupTask(ctx context.Context, operationID, taskID stri
 	if taskID != "" {
 		keys = append(keys, r.metaPrefix+taskID)
 	}
-	res, err := registryLookupScript.Run(ctx, r.client, keys, r.metaPrefix).Slice()
+	res, err := scripts.RegistryLookup.Run(ctx, r.client, keys, r.metaPrefix).Slice()
 	if err != nil {
 		return Task{}, registryLookupError(operationID, taskID, err)
 	}
@@ -371,7 +338,7 @@ func (r *RedisRegistry) SetStatus(ctx context.Context, taskID, from, to string) 
 	if taskID == "" {
 		return false, fmt.Errorf("%w: empty task id", ErrTaskNotFound)
 	}
-	n, err := registryStatusScript.Run(ctx, r.client, []string{r.metaPrefix + taskID}, from, to).Int64()
+	n, err := scripts.RegistryStatus.Run(ctx, r.client, []string{r.metaPrefix + taskID}, from, to).Int64()
 	switch {
 	case err != nil:
 		return false, fmt.Errorf("completion: redis registry: set status of task %q: %w", taskID, err)

@@ -96,8 +96,11 @@ type delivery struct {
 	msg    Message
 	badMsg error // decode failure; the entry will be dead-lettered
 	reason string
-	comp   Completion     // handed to the handler; here to save an allocation
-	dl     *deadLetterReq // set when the acker is to dead-letter it
+	// bodyOversize: over MaxPayloadBytes or MaxEntryFields; its dead
+	// letter holds an excerpt, not its fields.
+	bodyOversize bool
+	comp         Completion     // handed to the handler; here to save an allocation
+	dl           *deadLetterReq // set when the acker is to dead-letter it
 
 	// Set when a BatchTaskRegistry looked the task up for the whole read
 	// batch; a redelivery looks it up again.

@@ -1,0 +1,109 @@
+package completion
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Regression tests for entries written by an attacker who can XADD to the
+// completion stream. They run on real Redis, where the limits of its Lua
+// matter.
+
+// rawEntryFields reads an entry's fields as Redis keeps them: in order,
+// duplicates included (go-redis's XMessage has a map).
+func rawEntryFields(t *testing.T, rdb *redis.Client, stream, id string) []string {
+	t.Helper()
+	res, err := rdb.Do(context.Background(), "XRANGE", stream, id, id).Slice()
+	require.NoError(t, err)
+	require.Len(t, res, 1)
+	var out []string
+	for _, v := range res[0].([]any)[1].([]any) {
+		out = append(out, v.(string))
+	}
+	return out
+}
+
+// TestHostileManyFieldsAreDeadLettered: an entry with 5,000 fields used to be
+// acknowledged by a dead-letter script that then failed on Lua's unpack
+// limit, and was lost. Now it is dead-lettered as oversize (an excerpt, its
+// size and field count), a 100-field entry is dead-lettered whole, and
+// nothing stays pending.
+func TestHostileManyFieldsAreDeadLettered(t *testing.T) {
+	rdb := realClient(t)
+	ctx := context.Background()
+	stream := uniqueStream(t, rdb)
+	c := newTestConsumer(t, rdb, registryWith(0), newRecorder(), testConfig(stream))
+	startConsumer(t, c)
+
+	add := func(op string, n int) string {
+		values := []any{DataField, fmt.Sprintf(`{"operation_id":%q,"task_id":"t-x","success":true,"result":null,"error":null}`, op)}
+		for i := range n {
+			values = append(values, fmt.Sprintf("f%d", i), "v")
+		}
+		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: values}).Result()
+		require.NoError(t, err)
+		return id
+	}
+	many, control := add("op-many", 5000), add("op-control", 100)
+	eventually(t, func() bool { return len(deadLetters(t, rdb, stream)) == 2 }, "both entries should be dead-lettered")
+	eventually(t, func() bool { return pendingCount(t, rdb, stream, "g") == 0 }, "nothing may stay pending")
+	bySource := map[string]redis.XMessage{}
+	for _, dl := range deadLetters(t, rdb, stream) {
+		bySource[dl.Values[DeadLetterIDField].(string)] = dl
+	}
+	big := bySource[many].Values
+	assert.Equal(t, ReasonOversize, big[DeadLetterReasonField])
+	assert.Equal(t, "5001", big[DeadLetterFieldsField])
+	assert.Contains(t, big[DeadLetterExcerptField], `"operation_id":"op-many"`)
+	assert.NotContains(t, big, "f0")
+	small := bySource[control].Values
+	assert.Equal(t, ReasonTaskNotFound, small[DeadLetterReasonField])
+	for i := range 100 {
+		assert.Equal(t, "v", small[fmt.Sprintf("f%d", i)])
+	}
+	assert.EqualValues(t, 2, c.Stats().DeadLettered)
+}
+
+// TestHostileFieldNamesRoundTrip: whatever the producer named its fields,
+// even like dead-letter metadata, the dead letter and a redrive give back
+// exactly those fields, in their order.
+func TestHostileFieldNamesRoundTrip(t *testing.T) {
+	rdb := realClient(t)
+	ctx := context.Background()
+	stream := uniqueStream(t, rdb)
+	c := newTestConsumer(t, rdb, registryWith(0), newRecorder(), testConfig(stream))
+	stop := startConsumer(t, c)
+
+	written := []string{DataField, `{"operation_id":"op-1","task_id":"t-x","success":true,"result":null,"error":null}`,
+		"dl_reason", "A", "orig_dl_reason", "B", "orig_dl_x", "C", "orig_", "D"}
+	values := make([]any, len(written))
+	for i, v := range written {
+		values[i] = v
+	}
+	require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: values}).Err())
+	eventually(t, func() bool { return len(deadLetters(t, rdb, stream)) == 1 }, "not dead-lettered")
+	require.NoError(t, stop())
+
+	in, err := NewInspector(rdb, InspectorConfig{Stream: stream, Group: "g"})
+	require.NoError(t, err)
+	dls, err := in.DeadLetters(ctx, "", 10)
+	require.NoError(t, err)
+	require.Len(t, dls, 1)
+	assert.Equal(t, ReasonTaskNotFound, dls[0].Reason)
+	assert.Equal(t, map[string]string{DataField: written[1], "dl_reason": "A", "orig_dl_reason": "B", "orig_dl_x": "C", "orig_": "D"}, dls[0].Fields)
+
+	before, err := rdb.XRevRangeN(ctx, stream, "+", "-", 1).Result()
+	require.NoError(t, err)
+	n, err := in.RedriveAll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	after, err := rdb.XRevRangeN(ctx, stream, "+", "-", 1).Result()
+	require.NoError(t, err)
+	require.NotEqual(t, before[0].ID, after[0].ID)
+	assert.Equal(t, written, rawEntryFields(t, rdb, stream, after[0].ID))
+}
