@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+	"github.com/streamrelay/completion/internal/keys"
 	"github.com/streamrelay/completion/internal/redistest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -117,7 +118,7 @@ func (h *partHarness) start(name string) *childProc {
 func (h *partHarness) owners() map[string]int {
 	o := map[string]int{}
 	for i := 0; i < h.parts; i++ {
-		name, err := h.rdb.Get(context.Background(), OwnerKey(h.stream, i, h.parts, "g")).Result()
+		name, err := h.rdb.Get(context.Background(), keys.Owner(h.stream, i, h.parts, "g")).Result()
 		if err == nil {
 			o[name]++
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/streamrelay/completion/internal/keys"
 	"github.com/streamrelay/completion/internal/redistest"
 )
 
@@ -36,7 +37,7 @@ func clusterStream(t testing.TB, cl *redistest.Cluster, node int) string {
 	for i := 0; i < 100000; i++ {
 		s := fmt.Sprintf("ctest:%s:%d", base, i)
 		if cl.MasterFor(s) == node {
-			require.Equal(t, redistest.KeySlot(s), int(keySlot(s)))
+			require.Equal(t, redistest.KeySlot(s), int(keys.Slot(s)))
 			return s
 		}
 	}
@@ -185,7 +186,7 @@ func TestCluster(t *testing.T) {
 		dl := DeadLetterStreamFor(stream)
 		// The dead-letter stream shares the stream's slot, hence its node,
 		// so the move is one script (atomicDeadLetter).
-		require.Equal(t, keySlot(stream), keySlot(dl))
+		require.Equal(t, keys.Slot(stream), keys.Slot(dl))
 		require.Equal(t, 0, cl.MasterFor(dl))
 		cfg := clusterConfig(stream)
 		cfg.MaxDeliveries = 2
@@ -301,7 +302,7 @@ func TestCluster(t *testing.T) {
 		cpublish(t, rdb, stream, m)
 		h.next(t)
 		key := stream + ":done:op-1"
-		assert.NotEqual(t, keySlot(stream), keySlot(key), "the record lives in another slot (fine: it is a single-key command)")
+		assert.NotEqual(t, keys.Slot(stream), keys.Slot(key), "the record lives in another slot (fine: it is a single-key command)")
 		eventually(t, func() bool { return rdb.Exists(ctx, key).Val() == 1 }, "no dedup record %s", key)
 		cpublish(t, rdb, stream, m)
 		eventually(t, func() bool { return c.Stats().Duplicates == 1 }, "duplicate not suppressed")
@@ -542,7 +543,7 @@ func TestClusterSlotMigration(t *testing.T) {
 		return err == nil && blockedReads(list) == 1
 	}, "no blocked XREADGROUP on node 0")
 
-	cl.MigrateSlot(t, int(keySlot(stream)), 1)
+	cl.MigrateSlot(t, int(keys.Slot(stream)), 1)
 	require.Equal(t, 1, cl.MasterFor(stream))
 	require.Equal(t, 1, cl.MasterFor(DeadLetterStreamFor(stream)))
 	// The blocked read on the old master ends with -MOVED.

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/streamrelay/completion/internal/keys"
 )
 
 // Defaults applied by [NewConsumer] to zero [Config] fields, and by
@@ -262,7 +264,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Partitions > MaxPartitions {
 		return bad("Partitions", c.Partitions, fmt.Sprintf("it must be at most %d", MaxPartitions))
 	}
-	if c.Partitions > 1 && hasHashTag(c.Stream) {
+	if c.Partitions > 1 && keys.HasHashTag(c.Stream) {
 		return bad("Partitions", c.Partitions, fmt.Sprintf("a partitioned Stream must not carry a {hash tag} (Stream is %q): partitions get tags of their own", c.Stream))
 	}
 	if c.DeadLetterStream == "" {
@@ -391,19 +393,5 @@ func defaultConsumerName() string {
 // "chat:completions" gives "{chat:completions}:dead". A name with braces
 // but no usable tag just gets the suffix, and may land in another slot.
 func DeadLetterStreamFor(stream string) string {
-	if hasHashTag(stream) || strings.ContainsAny(stream, "{}") {
-		return stream + DefaultDeadLetterSuffix
-	}
-	return "{" + stream + "}" + DefaultDeadLetterSuffix
-}
-
-// hasHashTag reports whether key has a non-empty {hash tag}, which Redis
-// Cluster hashes instead of the whole key.
-func hasHashTag(key string) bool {
-	i := strings.IndexByte(key, '{')
-	if i < 0 {
-		return false
-	}
-	j := strings.IndexByte(key[i+1:], '}')
-	return j > 0
+	return keys.DeadLetterStream(stream)
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/streamrelay/completion/internal/keys"
 )
 
 func TestConsumerCreatesGroupAndToleratesBusyGroup(t *testing.T) {
@@ -512,7 +514,7 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 		assert.Equal(t, DefaultStream, cfg.Stream)
 		assert.Equal(t, DefaultGroup, cfg.Group)
 		assert.Equal(t, "{chat:completions}:dead", cfg.DeadLetterStream)
-		assert.Equal(t, keySlot(cfg.Stream), keySlot(cfg.DeadLetterStream), "the dead-letter stream must share the stream's cluster slot")
+		assert.Equal(t, keys.Slot(cfg.Stream), keys.Slot(cfg.DeadLetterStream), "the dead-letter stream must share the stream's cluster slot")
 		assert.Equal(t, DefaultClaimMinIdle, cfg.ClaimMinIdle)
 		assert.Equal(t, DefaultClaimMinIdle/3, cfg.LeaseInterval)
 		assert.Equal(t, DefaultBlock, cfg.Block)
@@ -545,7 +547,7 @@ func TestDeadLetterStreamFor(t *testing.T) {
 	for _, tt := range tests {
 		got := DeadLetterStreamFor(tt.stream)
 		assert.Equal(t, tt.want, got)
-		assert.Equal(t, keySlot(tt.stream), keySlot(got), "%s and %s must share a slot", tt.stream, got)
+		assert.Equal(t, keys.Slot(tt.stream), keys.Slot(got), "%s and %s must share a slot", tt.stream, got)
 	}
 	// A name with braces but no usable tag cannot be wrapped.
 	assert.Equal(t, "a{}b:dead", DeadLetterStreamFor("a{}b"))
@@ -553,7 +555,7 @@ func TestDeadLetterStreamFor(t *testing.T) {
 
 func TestKeySlot(t *testing.T) {
 	// Values from CLUSTER KEYSLOT on Redis 7.0.
-	assert.Equal(t, uint16(12182), keySlot("foo"))
-	assert.Equal(t, uint16(5061), keySlot("bar"))
-	assert.Equal(t, keySlot("user1000"), keySlot("{user1000}.following"))
+	assert.Equal(t, uint16(12182), keys.Slot("foo"))
+	assert.Equal(t, uint16(5061), keys.Slot("bar"))
+	assert.Equal(t, keys.Slot("user1000"), keys.Slot("{user1000}.following"))
 }

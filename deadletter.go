@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamrelay/completion/internal/keys"
 	"github.com/streamrelay/completion/internal/scripts"
 )
 
@@ -168,11 +169,7 @@ func (r *run) deadLetterXAdd(d *delivery) *redis.XAddArgs {
 // atomicDeadLetter reports whether the move can be one script: always on a
 // single node, and in a cluster when both keys hash to the same slot.
 func (r *run) atomicDeadLetter() bool {
-	switch r.c.client.(type) {
-	case *redis.Client, *redis.Conn:
-		return true
-	}
-	return keySlot(r.cfg.Stream) == keySlot(r.cfg.DeadLetterStream)
+	return keys.TopologyOf(r.c.client).SameNode(r.cfg.Stream, r.cfg.DeadLetterStream)
 }
 
 // deadLetterMeta returns the dl_ fields of d's dead letter, dl_reason and
@@ -234,26 +231,4 @@ func truncate(s string, n int) string {
 		cut--
 	}
 	return s[:cut] + "…"
-}
-
-// keySlot returns the Redis Cluster hash slot of key (CRC16 of the key, or
-// of its {hash tag}, mod 16384).
-func keySlot(key string) uint16 {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for b := 0; b < 8; b++ {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc % 16384
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -163,7 +162,7 @@ func TestExtraFieldsCountTowardMaxPayloadBytes(t *testing.T) {
 
 // notScripted hides the client's type from the Inspector, so that it
 // redrives with XRANGE, XADD, XDEL instead of a script (as on a Ring).
-type notScripted struct{ *redis.Client }
+type notScripted struct{ InspectorClient }
 
 // TestDeadLetterKeepsFields: a dead letter holds the entry's extra fields,
 // the Inspector reports them, and a redrive (either way of moving) puts them

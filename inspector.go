@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamrelay/completion/internal/keys"
 	"github.com/streamrelay/completion/internal/scripts"
 )
 
@@ -130,35 +131,11 @@ func NewInspector(client InspectorClient, cfg InspectorConfig) (*Inspector, erro
 	if cfg.DeadLetterStream == cfg.Stream {
 		return nil, fmt.Errorf("%w: DeadLetterStream is %q; it must differ from Stream", ErrInvalidConfig, cfg.DeadLetterStream)
 	}
-	return &Inspector{client: client, cfg: cfg, atomic: sameNode(client, cfg.Stream, cfg.DeadLetterStream)}, nil
+	return &Inspector{client: client, cfg: cfg, atomic: keys.TopologyOf(client).SameNode(cfg.Stream, cfg.DeadLetterStream)}, nil
 }
 
 // Config returns the inspector's configuration, defaults filled in.
 func (in *Inspector) Config() InspectorConfig { return in.cfg }
-
-// sameNode reports whether a script may touch both keys: always on a single
-// node; in a cluster when they hash to the same slot; on a Ring (or an
-// unknown client) when they share a hash tag or are the same key shard-wise.
-func sameNode(client InspectorClient, a, b string) bool {
-	switch client.(type) {
-	case *redis.Client, *redis.Conn:
-		return true
-	case *redis.ClusterClient:
-		return keySlot(a) == keySlot(b)
-	}
-	return hashTag(a) == hashTag(b)
-}
-
-// hashTag returns the part of key that decides where it lives: the content
-// of its first non-empty {hash tag}, or the whole key.
-func hashTag(key string) string {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			return key[i+1 : i+1+j]
-		}
-	}
-	return key
-}
 
 // ---------------------------------------------------------------------------
 // Info

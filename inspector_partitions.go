@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamrelay/completion/internal/keys"
 )
 
 // This file holds the Inspector of a partitioned stream
@@ -61,7 +63,7 @@ func newPartitionedInspector(client InspectorClient, cfg InspectorConfig) (*Insp
 		in.parts[i] = &Inspector{
 			client: client,
 			cfg:    InspectorConfig{Stream: key, Group: cfg.Group, DeadLetterStream: dead},
-			atomic: sameNode(client, key, dead),
+			atomic: keys.TopologyOf(client).SameNode(key, dead),
 		}
 		in.partIndex[key] = i
 	}
@@ -76,7 +78,7 @@ func (in *Inspector) PartitionFor(taskID string) (int, string) {
 	if in.parts == nil {
 		return 0, in.cfg.Stream
 	}
-	i := partitionOf(taskID, len(in.parts))
+	i := keys.PartitionOf(taskID, len(in.parts))
 	return i, in.parts[i].cfg.Stream
 }
 
@@ -136,7 +138,7 @@ func (in *Inspector) infoPartitioned(ctx context.Context) (StreamInfo, error) {
 		return StreamInfo{}, err
 	}
 	err = parallel(ctx, len(in.parts), func(ctx context.Context, i int) error {
-		owner, err := in.client.Get(ctx, OwnerKey(in.cfg.Stream, i, len(in.parts), in.cfg.Group)).Result()
+		owner, err := in.client.Get(ctx, keys.Owner(in.cfg.Stream, i, len(in.parts), in.cfg.Group)).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return fmt.Errorf("reading the owner of partition %d: %w", i, err)
 		}
@@ -413,7 +415,7 @@ func (in *Inspector) deadLetterPartition(src deadSource, dl DeadLetter) int {
 	if dl.Message != nil {
 		task = dl.Message.TaskID
 	}
-	return partitionOf(task, len(in.parts))
+	return keys.PartitionOf(task, len(in.parts))
 }
 
 // deadLetterOf parses the dead letter m read from src.
@@ -845,8 +847,7 @@ func (in *Inspector) tailPartitioned(ctx context.Context, from string, fn func(E
 			}
 		}
 	}
-	switch in.client.(type) {
-	case *redis.Client, *redis.Conn:
+	if keys.TopologyOf(in.client) == keys.SingleNode {
 		return in.tailOneRead(ctx, froms, fn)
 	}
 	return in.tailReaders(ctx, froms, fn)

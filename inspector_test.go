@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/streamrelay/completion/internal/keys"
 	"github.com/streamrelay/completion/internal/redistest"
 )
 
@@ -143,7 +144,7 @@ func TestInspectorSameNode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, sameNode(tt.client, tt.a, tt.b))
+			assert.Equal(t, tt.want, keys.TopologyOf(tt.client).SameNode(tt.a, tt.b))
 		})
 	}
 }
@@ -385,9 +386,9 @@ func TestInspectorRedrive(t *testing.T) {
 	})
 }
 
-// plainClient hides the *redis.Client, so the inspector cannot know that
+// plainClient hides all but the InspectorClient methods, so the inspector cannot know that
 // both keys are on one node.
-type plainClient struct{ *redis.Client }
+type plainClient struct{ InspectorClient }
 
 func TestInspectorRedriveWithoutScript(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
@@ -665,7 +666,7 @@ func newPartScenario(t *testing.T, rdb redis.UniversalClient, stream string, par
 		_, err := Publish(ctx, rdb, stream, Message{OperationID: fmt.Sprintf("op-u%d", i), TaskID: task, Success: true,
 			Result: []byte(fmt.Sprintf(`{"n":%d}`, i))}, WithPartitions(parts))
 		require.NoError(t, err)
-		s.length[partitionOf(task, parts)]++
+		s.length[keys.PartitionOf(task, parts)]++
 	}
 	s.garbage = []int{0, parts - 1}
 	for _, p := range s.garbage {
@@ -711,7 +712,7 @@ func (s *partScenario) addBacklog(t *testing.T, n, read int) {
 		task := fmt.Sprintf("t-%d", i)
 		id, err := Publish(ctx, s.rdb, s.stream, Message{OperationID: fmt.Sprintf("op-%d", i), TaskID: task, Success: true}, WithPartitions(s.parts))
 		require.NoError(t, err)
-		p := partitionOf(task, s.parts)
+		p := keys.PartitionOf(task, s.parts)
 		s.backlog[p] = append(s.backlog[p], id)
 		s.length[p]++
 	}
@@ -726,7 +727,7 @@ func (s *partScenario) addBacklog(t *testing.T, n, read int) {
 // partitionOfOp returns the partition the scenario's completion of
 // operation op-uN or op-N went to.
 func (s *partScenario) partitionOfOp(op string) int {
-	return partitionOf("t-"+strings.TrimPrefix(op, "op-"), s.parts)
+	return keys.PartitionOf("t-"+strings.TrimPrefix(op, "op-"), s.parts)
 }
 
 func (s *partScenario) lengths(t testing.TB) []int64 {
@@ -790,7 +791,7 @@ func TestInspectorPartitionsConfig(t *testing.T) {
 	assert.Equal(t, InspectorConfig{Stream: "s", Group: DefaultGroup, Partitions: 4}, in.Config())
 	for _, task := range []string{"t-1", "t-2", "t-3"} {
 		i, key := in.PartitionFor(task)
-		assert.Equal(t, partitionOf(task, 4), i)
+		assert.Equal(t, keys.PartitionOf(task, 4), i)
 		assert.Equal(t, PartitionStream("s", i, 4), key)
 	}
 }
@@ -1276,7 +1277,7 @@ func TestInspectorPartitionsPublishTest(t *testing.T) {
 			id, err := in.PublishTest(ctx, msg, WithPartitions(2))
 			require.NoError(t, err)
 			p, key := in.PartitionFor(task)
-			assert.Equal(t, PartitionStream(stream, partitionOf(task, parts), parts), key)
+			assert.Equal(t, PartitionStream(stream, keys.PartitionOf(task, parts), parts), key)
 			got, err := b.rdb.XRange(ctx, key, id, id).Result()
 			require.NoError(t, err)
 			require.Len(t, got, 1, "%s in partition %d", task, p)

@@ -42,22 +42,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/streamrelay/completion/internal/keys"
 	"github.com/streamrelay/completion/internal/scripts"
 )
-
-// MembersKey returns the key of the sorted set in which the consumers of
-// group reading a partitioned stream announce themselves (see
-// Config.Partitions).
-func MembersKey(stream, group string) string {
-	return stream + ":members:" + group
-}
-
-// OwnerKey returns the key that names the consumer of group owning
-// partition i of n of stream (see Config.Partitions). It is in the
-// partition's Redis Cluster slot.
-func OwnerKey(stream string, i, n int, group string) string {
-	return PartitionStream(stream, i, n) + ":owner:" + group
-}
 
 // owned is a partition this consumer owns, or is handing back.
 type owned struct {
@@ -108,7 +95,7 @@ func (c *Consumer) runPartitioned(ctx context.Context) error {
 	o := &owner{
 		c:       c,
 		cfgs:    c.partitionConfigs(),
-		members: MembersKey(c.cfg.Stream, c.cfg.Group),
+		members: keys.Members(c.cfg.Stream, c.cfg.Group),
 		ttl:     c.cfg.ClaimMinIdle,
 		parts:   make(map[int]*owned),
 		exited:  make(chan struct{}, 1),
@@ -216,7 +203,7 @@ func (o *owner) step(ctx context.Context) error {
 			}
 			delete(o.blocked, i)
 		}
-		key := OwnerKey(cfg.Stream, i, n, cfg.Group)
+		key := keys.Owner(cfg.Stream, i, n, cfg.Group)
 		actx, cancel := context.WithTimeout(ctx, o.callTimeout())
 		sent := time.Now()
 		ok, aerr := scripts.Acquire.Run(actx, o.c.client, []string{key}, cfg.Consumer, ttlMS).Int64()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/streamrelay/completion/internal/keys"
 	"github.com/streamrelay/completion/internal/redistest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -19,7 +20,7 @@ import (
 func taskInPartition(p, n int, salt string) string {
 	for i := 0; ; i++ {
 		id := fmt.Sprintf("%s-%d", salt, i)
-		if partitionOf(id, n) == p {
+		if keys.PartitionOf(id, n) == p {
 			return id
 		}
 	}
@@ -128,11 +129,11 @@ func TestOwnershipOneConsumerOwnsEveryPartition(t *testing.T) {
 		eventually(t, func() bool { return c.Stats().Partitions == parts && c.State() == StateRunning },
 			"the only consumer should own every partition")
 		for i := 0; i < parts; i++ {
-			owner, err := b.rdb.Get(ctx, OwnerKey(stream, i, parts, "g")).Result()
+			owner, err := b.rdb.Get(ctx, keys.Owner(stream, i, parts, "g")).Result()
 			require.NoError(t, err)
 			assert.Equal(t, "c1", owner)
 		}
-		_, err := b.rdb.ZScore(ctx, MembersKey(stream, "g"), "c1").Result()
+		_, err := b.rdb.ZScore(ctx, keys.Members(stream, "g"), "c1").Result()
 		require.NoError(t, err, "the consumer should be in the member set")
 		in, err := NewInspector(b.rdb, InspectorConfig{Stream: stream, Group: "g", Partitions: parts})
 		require.NoError(t, err)
@@ -151,11 +152,11 @@ func TestOwnershipOneConsumerOwnsEveryPartition(t *testing.T) {
 		require.NoError(t, stop())
 		assert.Equal(t, 0, c.Stats().Partitions)
 		for i := 0; i < parts; i++ {
-			n, err := b.rdb.Exists(ctx, OwnerKey(stream, i, parts, "g")).Result()
+			n, err := b.rdb.Exists(ctx, keys.Owner(stream, i, parts, "g")).Result()
 			require.NoError(t, err)
 			assert.Zero(t, n, "partition %d's owner key should be released at shutdown", i)
 		}
-		_, err = b.rdb.ZScore(ctx, MembersKey(stream, "g"), "c1").Result()
+		_, err = b.rdb.ZScore(ctx, keys.Members(stream, "g"), "c1").Result()
 		assert.ErrorIs(t, err, redis.Nil, "the consumer should leave the member set at shutdown")
 		info, err = in.Info(ctx)
 		require.NoError(t, err)
@@ -247,7 +248,7 @@ func TestOwnershipTakesOverFromADeadOwner(t *testing.T) {
 		got, err := b.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "dead", Streams: []string{deadKey, ">"}, Count: 10, Block: -1}).Result()
 		require.NoError(t, err)
 		require.Len(t, got[0].Messages, 3)
-		require.NoError(t, b.rdb.Set(ctx, OwnerKey(stream, dead, parts, "g"), "dead", time.Hour).Err())
+		require.NoError(t, b.rdb.Set(ctx, keys.Owner(stream, dead, parts, "g"), "dead", time.Hour).Err())
 		for s := 3; s < 5; s++ {
 			publishSeq(t, b.rdb, stream, deadTask, s, parts)
 		}
@@ -264,7 +265,7 @@ func TestOwnershipTakesOverFromADeadOwner(t *testing.T) {
 
 		// The dead owner's key expires (deleted here: the expiry itself is
 		// Redis's business, and waiting for it would make the test slow).
-		require.NoError(t, b.rdb.Del(ctx, OwnerKey(stream, dead, parts, "g")).Err())
+		require.NoError(t, b.rdb.Del(ctx, keys.Owner(stream, dead, parts, "g")).Err())
 		eventually(t, func() bool { return len(log.of(deadTask)) == 5 }, "the new owner should handle the dead owner's entries")
 		assert.Equal(t, []int{0, 1, 2, 3, 4}, log.of(deadTask), "left-behind entries first, in order")
 		assert.Equal(t, 2, c.Stats().Partitions)
@@ -289,7 +290,7 @@ func TestOwnershipLost(t *testing.T) {
 		startConsumer(t, c)
 		eventually(t, func() bool { return c.Stats().Partitions == parts }, "should own both partitions")
 
-		key := OwnerKey(stream, 0, parts, "g")
+		key := keys.Owner(stream, 0, parts, "g")
 		require.NoError(t, b.rdb.Set(ctx, key, "intruder", time.Minute).Err())
 		eventually(t, func() bool { return obs.kinds()[EventPartitionLost] == 1 && c.Stats().Partitions == 1 },
 			"the consumer should notice it lost partition 0")

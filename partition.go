@@ -1,12 +1,11 @@
 package completion
 
 import (
-	"hash/fnv"
-	"strconv"
+	"github.com/streamrelay/completion/internal/keys"
 )
 
 // MaxPartitions is the most partitions a stream can be split into.
-const MaxPartitions = 1024
+const MaxPartitions = keys.MaxPartitions
 
 // PartitionStream returns the key of partition i (0 <= i < n) of a stream
 // split into n partitions: the stream's name followed by a hash tag chosen
@@ -17,29 +16,7 @@ const MaxPartitions = 1024
 // The stream name must not carry a hash tag of its own (it would pin every
 // partition to one slot); [NewConsumer] refuses such a Config.
 func PartitionStream(stream string, i, n int) string {
-	if n <= 1 {
-		return stream
-	}
-	lo := uint16(i * 16384 / n)
-	hi := uint16((i + 1) * 16384 / n)
-	prefix := strconv.Itoa(i) + "."
-	for k := 0; ; k++ {
-		tag := prefix + strconv.Itoa(k)
-		if s := keySlot(tag); s >= lo && s < hi {
-			return stream + ":{" + tag + "}"
-		}
-	}
-}
-
-// partitionOf returns the partition (0 <= p < n) of a task's completions:
-// all completions of one task go to one partition, so they stay in order.
-func partitionOf(taskID string, n int) int {
-	if n <= 1 {
-		return 0
-	}
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(taskID))
-	return int(h.Sum32() % uint32(n))
+	return keys.PartitionStream(stream, i, n)
 }
 
 // WithPartitions publishes to one of n partitions of the stream, picked from

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/streamrelay/completion/internal/keys"
 )
 
 func TestPartitionStreamSpreadsOverTheSlotSpace(t *testing.T) {
@@ -18,10 +20,10 @@ func TestPartitionStreamSpreadsOverTheSlotSpace(t *testing.T) {
 			key := PartitionStream("chat:completions", i, n)
 			require.False(t, seen[key])
 			seen[key] = true
-			slot := int(keySlot(key))
+			slot := int(keys.Slot(key))
 			assert.GreaterOrEqual(t, slot, i*16384/n, "partition %d of %d", i, n)
 			assert.Less(t, slot, (i+1)*16384/n, "partition %d of %d", i, n)
-			assert.Equal(t, keySlot(key), keySlot(DeadLetterStreamFor(key)))
+			assert.Equal(t, keys.Slot(key), keys.Slot(DeadLetterStreamFor(key)))
 		}
 	}
 	assert.Equal(t, "s", PartitionStream("s", 0, 1))

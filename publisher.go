@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamrelay/completion/internal/keys"
 )
 
 // XAdder is the one go-redis command [Publish] needs. *redis.Client,
@@ -117,10 +119,10 @@ func Publish(ctx context.Context, rdb XAdder, stream string, msg Message, opts .
 		return "", fmt.Errorf("%w: WithPartitions(%d): the count must be positive", ErrInvalidConfig, o.partitions)
 	}
 	if o.partitions > 1 {
-		if o.partitions > MaxPartitions || hasHashTag(stream) {
+		if o.partitions > MaxPartitions || keys.HasHashTag(stream) {
 			return "", fmt.Errorf("%w: WithPartitions(%d) on stream %q: want at most %d partitions of a stream without a {hash tag}", ErrInvalidConfig, o.partitions, stream, MaxPartitions)
 		}
-		stream = PartitionStream(stream, partitionOf(msg.TaskID, o.partitions), o.partitions)
+		stream = PartitionStream(stream, keys.PartitionOf(msg.TaskID, o.partitions), o.partitions)
 	}
 	for _, f := range o.fields {
 		if err := checkField(f); err != nil {
