@@ -2,6 +2,8 @@ package completion
 
 import (
 	"errors"
+
+	"github.com/streamrelay/completion/internal/wire"
 )
 
 // Sentinel errors. Test for them with [errors.Is]; the errors the package
@@ -10,6 +12,13 @@ var (
 	// ErrInvalidConfig is returned by [NewConsumer] when a [Config] field
 	// holds a value the consumer cannot work with. The error names the field.
 	ErrInvalidConfig = errors.New("completion: invalid config")
+
+	// ErrMalformed is the error every decoding and validation failure of a
+	// [Message] wraps. The wrapping error names the field and the problem,
+	// for example:
+	//
+	//	completion: malformed message: field "success": want a boolean, got an array
+	ErrMalformed = wire.ErrMalformed
 
 	// ErrTaskNotFound is returned by a [TaskRegistry] when neither the
 	// operation id nor the task id is known. It is not a failure of the

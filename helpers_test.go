@@ -15,6 +15,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/streamrelay/completion/internal/wire"
 	"github.com/stretchr/testify/require"
 )
 
@@ -220,4 +221,10 @@ func deadLetters(t testing.TB, rdb *redis.Client, stream string) []redis.XMessag
 func eventually(t testing.TB, cond func() bool, msg string, args ...any) {
 	t.Helper()
 	require.Eventually(t, cond, 15*time.Second, 10*time.Millisecond, append([]any{msg}, args...)...)
+}
+
+// decodeMessage decodes a wire message into m, as the consumer does (the
+// decoder's own tests are in internal/wire).
+func decodeMessage(data []byte, m *Message) error {
+	return wire.Decode(data, (*wire.Message)(m))
 }

@@ -2,7 +2,9 @@ package completion
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -106,4 +108,33 @@ func TestHostileFieldNamesRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEqual(t, before[0].ID, after[0].ID)
 	assert.Equal(t, written, rawEntryFields(t, rdb, stream, after[0].ID))
+}
+
+// TestHostileNumbersPythonRejects: a number that overflows a double (1e400,
+// an integer of 100,000 digits) is what Python's orjson refuses to decode,
+// so Publish refuses it and the consumer dead-letters it as malformed.
+func TestHostileNumbersPythonRejects(t *testing.T) {
+	rdb := realClient(t)
+	ctx := context.Background()
+	stream := uniqueStream(t, rdb)
+	huge := []string{`{"n":1e400}`, `{"n":` + strings.Repeat("7", 100_000) + `}`}
+	for _, result := range huge {
+		_, err := Publish(ctx, rdb, stream, Message{OperationID: "op-1", TaskID: "t-1", Success: true, Result: json.RawMessage(result)})
+		require.ErrorIs(t, err, ErrMalformed)
+		assert.Contains(t, err.Error(), "out of the range of a double")
+	}
+	require.Zero(t, rdb.Exists(ctx, stream).Val(), "nothing was published")
+
+	c := newTestConsumer(t, rdb, registryWith(1), newRecorder(), testConfig(stream))
+	startConsumer(t, c)
+	for _, result := range huge {
+		data := `{"operation_id":"op-1","task_id":"t-1","success":true,"result":` + result + `,"error":null}`
+		require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{DataField, data}}).Err())
+	}
+	eventually(t, func() bool { return len(deadLetters(t, rdb, stream)) == 2 }, "both entries should be dead-lettered")
+	for _, dl := range deadLetters(t, rdb, stream) {
+		assert.Equal(t, ReasonMalformed, dl.Values[DeadLetterReasonField])
+		assert.Contains(t, dl.Values[DeadLetterErrorField], "out of the range of a double")
+	}
+	assert.Zero(t, c.Stats().Succeeded, "the handler saw none")
 }

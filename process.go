@@ -7,18 +7,11 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"time"
-	"unsafe"
 )
 
 // now is time.Now; a variable only so that the intent reads clearly at call
 // sites that record when Redis reset an entry's idle time.
 var now = time.Now
-
-// stringBytes returns the bytes of s without copying. The bytes must not be
-// modified.
-func stringBytes(s string) []byte {
-	return unsafe.Slice(unsafe.StringData(s), len(s))
-}
 
 // worker handles entries from q until the run stops.
 func (r *run) worker(q <-chan *delivery) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/streamrelay/completion/internal/wire"
 )
 
 // createGroup creates the consumer group, and the stream with it, reading
@@ -315,7 +316,7 @@ func (r *run) initDelivery(d *delivery, m *redis.XMessage, count int64, epoch ui
 			return
 		}
 	}
-	if err := decodeMessageString(s, &d.msg); err != nil {
+	if err := wire.DecodeString(s, (*wire.Message)(&d.msg)); err != nil {
 		d.badMsg, d.reason = err, ReasonMalformed
 		return
 	}

@@ -1,4 +1,4 @@
-package completion
+package wire
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// FuzzDecodeMessage checks, for any input, that decodeMessage does not
+// FuzzDecodeMessage checks, for any input, that Decode does not
 // panic, that its errors wrap ErrMalformed, that it agrees with the
 // encoding/json reference where that can judge, and that whatever it
 // accepts survives AppendJSON and a second decode unchanged.
@@ -33,19 +33,19 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		orig := bytes.Clone(data)
 		var m Message
-		err := decodeMessage(data, &m)
+		err := Decode(data, &m)
 		if !bytes.Equal(orig, data) {
-			t.Fatalf("decodeMessage modified its input")
+			t.Fatalf("Decode modified its input")
 		}
 
 		if ref, refErr, judged := refDecode(data); judged {
 			switch {
 			case refErr != nil && err == nil:
-				t.Fatalf("reference rejects %q (%v), decodeMessage accepts: %+v", data, refErr, m)
+				t.Fatalf("reference rejects %q (%v), Decode accepts: %+v", data, refErr, m)
 			case refErr == nil && err != nil:
-				t.Fatalf("reference accepts %q, decodeMessage rejects: %v", data, err)
+				t.Fatalf("reference accepts %q, Decode rejects: %v", data, err)
 			case err == nil && !equalMessages(ref, m):
-				t.Fatalf("input %q: reference %+v, decodeMessage %+v", data, ref, m)
+				t.Fatalf("input %q: reference %+v, Decode %+v", data, ref, m)
 			}
 		}
 		if err != nil {
@@ -55,7 +55,7 @@ func FuzzDecodeMessage(f *testing.F) {
 			return
 		}
 
-		if err := m.Validate(); err != nil {
+		if _, err := Validate(&m); err != nil {
 			t.Fatalf("decoded message %+v fails Validate: %v", m, err)
 		}
 		out, err := m.AppendJSON(nil)
@@ -67,7 +67,7 @@ func FuzzDecodeMessage(f *testing.F) {
 			t.Fatalf("MarshalJSON = %q, %v; AppendJSON = %q", marshaled, err, out)
 		}
 		var back Message
-		if err := decodeMessage(out, &back); err != nil {
+		if err := Decode(out, &back); err != nil {
 			t.Fatalf("decoding our own output %q: %v", out, err)
 		}
 		if !equalMessages(m, back) {
