@@ -18,7 +18,7 @@
 //	if err != nil { ... }
 //	err = c.Run(ctx) // blocks until ctx is cancelled
 //
-// The pieces beside the consumer: [RedisRegistry] is a [TaskRegistry] over
+// The pieces beside the consumer: package redisregistry is a [TaskRegistry] over
 // the Python service's Redis layout; [Inspector] (and the completion
 // command, cmd/completion) shows and repairs streams, pending entries and
 // dead letters; [Config.Observer] and [Chain] hook metrics and tracing in;

@@ -6,15 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/streamrelay/completion/internal/redistest"
 	"github.com/streamrelay/completion/internal/wire"
 	"github.com/stretchr/testify/require"
 )
@@ -28,26 +27,24 @@ type backend struct {
 }
 
 // eachBackend runs f against miniredis and against a real redis-server
-// (REDIS_ADDR, or one the tests spawn; see TestMain).
+// (REDIS_ADDR, or one the tests spawn; see redistest.SharedAddr).
 func eachBackend(t *testing.T, f func(t *testing.T, b backend)) {
 	t.Helper()
-	t.Run("miniredis", func(t *testing.T) {
-		mr := miniredis.RunT(t)
-		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-		t.Cleanup(func() { _ = rdb.Close() })
-		f(t, backend{name: "miniredis", rdb: rdb, mr: mr})
-	})
-	t.Run("redis", func(t *testing.T) {
-		f(t, backend{name: "redis", real: true, rdb: realClient(t)})
+	redistest.EachBackend(t, func(t *testing.T, b redistest.Backend) {
+		f(t, backend{name: b.Name, real: b.Real, rdb: b.Client, mr: b.Mini})
 	})
 }
 
-// realClient returns a client to the real Redis the tests use.
+// realClient returns a client to the real Redis the tests share.
 func realClient(t testing.TB) *redis.Client {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: sharedRedisAddr(t)})
-	t.Cleanup(func() { _ = rdb.Close() })
-	return rdb
+	return redistest.SharedClient(t)
+}
+
+// sharedRedisAddr returns the address of the real Redis the tests share.
+func sharedRedisAddr(t testing.TB) string {
+	t.Helper()
+	return redistest.SharedAddr(t)
 }
 
 // uniqueStream returns a stream key no other test uses, in a hash tag of
@@ -55,7 +52,7 @@ func realClient(t testing.TB) *redis.Client {
 // so that a shared Redis is left as it was.
 func uniqueStream(t testing.TB, rdb *redis.Client) string {
 	t.Helper()
-	return testKey(t, rdb, "completion-test:{%s:%08x}")
+	return redistest.Key(t, rdb, "completion-test:{%s:%08x}")
 }
 
 // untaggedStream returns a stream name without a hash tag (a partitioned
@@ -64,23 +61,7 @@ func uniqueStream(t testing.TB, rdb *redis.Client) string {
 // keys, the member set) when the test ends.
 func untaggedStream(t testing.TB, rdb *redis.Client) string {
 	t.Helper()
-	return testKey(t, rdb, "completion-test:%s:%08x")
-}
-
-// testKey formats a key from the test's name (braces removed) and a random
-// number, and deletes every key it prefixes when the test ends.
-func testKey(t testing.TB, rdb *redis.Client, format string) string {
-	name := strings.NewReplacer("/", ":", " ", "_", "{", "", "}", "").Replace(t.Name())
-	key := fmt.Sprintf(format, name, rand.Uint32())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		keys, _ := rdb.Keys(ctx, key+"*").Result()
-		if len(keys) > 0 {
-			_ = rdb.Del(ctx, keys...).Err()
-		}
-	})
-	return key
+	return redistest.Key(t, rdb, "completion-test:%s:%08x")
 }
 
 // quietLogger discards logs unless COMPLETION_TEST_LOG is set.

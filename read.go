@@ -334,7 +334,7 @@ func (r *run) initDelivery(d *delivery, m *redis.XMessage, count int64, epoch ui
 }
 
 // prefetchTasks looks up the tasks of a read batch in one call when the
-// registry offers batch lookups (BatchTaskRegistry, e.g. RedisRegistry:
+// registry offers batch lookups (BatchTaskRegistry, e.g. redisregistry:
 // one round trip for the batch instead of one per entry).
 func (r *run) prefetchTasks(ds []*delivery) {
 	batch, ok := r.c.registry.(BatchTaskRegistry)

@@ -63,7 +63,7 @@ type TaskKey struct {
 
 // BatchTaskRegistry is a [TaskRegistry] that can look up many tasks at
 // once. The consumer uses LookupTasks, when the registry has it, for each
-// batch of new entries it reads: one call (for [RedisRegistry], one round
+// batch of new entries it reads: one call (for package redisregistry, one round
 // trip) instead of one per entry.
 //
 // LookupTasks returns one Task and one error per key, in the order of keys.

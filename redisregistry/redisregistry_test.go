@@ -1,9 +1,11 @@
-package completion
+package redisregistry
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -15,39 +17,40 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/streamrelay/completion"
 	"github.com/streamrelay/completion/internal/redistest"
 )
 
 var (
-	_ RegistryClient    = (*redis.Client)(nil)
-	_ RegistryClient    = (*redis.ClusterClient)(nil)
-	_ RegistryClient    = (*redis.Ring)(nil)
-	_ RegistryClient    = redis.UniversalClient(nil)
-	_ RegistryClient    = regHiddenClient{}
-	_ BatchTaskRegistry = (*RedisRegistry)(nil)
-	_ TaskRegistry      = (*RedisRegistry)(nil)
+	_ Client                       = (*redis.Client)(nil)
+	_ Client                       = (*redis.ClusterClient)(nil)
+	_ Client                       = (*redis.Ring)(nil)
+	_ Client                       = redis.UniversalClient(nil)
+	_ Client                       = regHiddenClient{}
+	_ completion.BatchTaskRegistry = (*Registry)(nil)
+	_ completion.TaskRegistry      = (*Registry)(nil)
 )
 
 // regHiddenClient is a *redis.Client the registry cannot see as one, as it
 // cannot see a ClusterClient or a Ring: it takes the multi-node path
 // (pipelines instead of a key-computing script, per-key transactions).
-type regHiddenClient struct{ *redis.Client }
+type regHiddenClient struct{ Client }
 
 // regTestConfig returns a config for a test on b: the Python service's own
 // key names on a miniredis of the test's own, unique prefixes (cleaned up at
 // the end) on the shared real Redis.
-func regTestConfig(t testing.TB, b backend) RedisRegistryConfig {
+func regTestConfig(t testing.TB, b redistest.Backend) Config {
 	t.Helper()
-	if !b.real {
-		return RedisRegistryConfig{}
+	if !b.Real {
+		return Config{}
 	}
-	p := uniqueStream(t, b.rdb)
-	return RedisRegistryConfig{MetaPrefix: p + ":task:meta:", OpPrefix: p + ":task:op:"}
+	p := uniqueStream(t, b.Client)
+	return Config{MetaPrefix: p + ":task:meta:", OpPrefix: p + ":task:op:"}
 }
 
-func newTestRedisRegistry(t testing.TB, c RegistryClient, cfg RedisRegistryConfig) *RedisRegistry {
+func newTestRedisRegistry(t testing.TB, c Client, cfg Config) *Registry {
 	t.Helper()
-	reg, err := NewRedisRegistry(c, cfg)
+	reg, err := New(c, cfg)
 	require.NoError(t, err)
 	return reg
 }
@@ -56,16 +59,16 @@ func newTestRedisRegistry(t testing.TB, c RegistryClient, cfg RedisRegistryConfi
 // one-round-trip Lua lookups, one MULTI for both keys) and one on a
 // regHiddenClient ("pipeline": the path of cluster clients and rings). Each
 // starts from an empty keyspace.
-func eachRegistryPath(t *testing.T, b backend, f func(t *testing.T, reg *RedisRegistry)) {
+func eachRegistryPath(t *testing.T, b redistest.Backend, f func(t *testing.T, reg *Registry)) {
 	t.Helper()
 	for _, path := range []string{"script", "pipeline"} {
 		t.Run(path, func(t *testing.T) {
-			if b.mr != nil {
-				b.mr.FlushAll()
+			if b.Mini != nil {
+				b.Mini.FlushAll()
 			}
-			var c RegistryClient = b.rdb
+			var c Client = b.Client
 			if path == "pipeline" {
-				c = regHiddenClient{b.rdb}
+				c = regHiddenClient{b.Client}
 			}
 			reg := newTestRedisRegistry(t, c, regTestConfig(t, b))
 			require.Equal(t, path == "script", reg.single)
@@ -78,7 +81,7 @@ func eachRegistryPath(t *testing.T, b backend, f func(t *testing.T, reg *RedisRe
 // HSET of the meta hash, EXPIRE 3600, SET of the operation index with EX
 // 3600. Extra fields (the Python side also writes "blocking") are written as
 // given.
-func pythonCreateTask(t testing.TB, rdb *redis.Client, reg *RedisRegistry, fields map[string]string) {
+func pythonCreateTask(t testing.TB, rdb *redis.Client, reg *Registry, fields map[string]string) {
 	t.Helper()
 	ctx := context.Background()
 	cfg := reg.Config()
@@ -108,8 +111,8 @@ func pythonTaskFields(taskID, opID string) map[string]string {
 	}
 }
 
-func pythonTaskWant(taskID, opID string) Task {
-	return Task{
+func pythonTaskWant(taskID, opID string) completion.Task {
+	return completion.Task{
 		TaskID: taskID, SessionID: "sess-" + taskID, UserID: "user-1", ToolCallID: "call-" + taskID,
 		ToolName: "create_agent", OperationID: opID, Status: "running",
 		CreatedAt: time.Date(2026, 11, 28, 1, 2, 3, 456789000, time.UTC),
@@ -159,9 +162,9 @@ func (h *regRoundTrips) count(f func()) int64 {
 
 // regCountingClient returns a new client to b's server with a regRoundTrips hook,
 // its connection already set up.
-func regCountingClient(t testing.TB, b backend) (*redis.Client, *regRoundTrips) {
+func regCountingClient(t testing.TB, b redistest.Backend) (*redis.Client, *regRoundTrips) {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: b.rdb.Options().Addr})
+	rdb := redis.NewClient(&redis.Options{Addr: b.Client.Options().Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	require.NoError(t, rdb.Ping(context.Background()).Err())
 	h := &regRoundTrips{}
@@ -170,45 +173,45 @@ func regCountingClient(t testing.TB, b backend) (*redis.Client, *regRoundTrips) 
 }
 
 func TestRedisRegistryConfigDefaults(t *testing.T) {
-	reg := newTestRedisRegistry(t, newMini(t), RedisRegistryConfig{})
-	assert.Equal(t, RedisRegistryConfig{MetaPrefix: "chat:task:meta:", OpPrefix: "chat:task:op:", TTL: 3600 * time.Second}, reg.Config())
+	reg := newTestRedisRegistry(t, newMini(t), Config{})
+	assert.Equal(t, Config{MetaPrefix: "chat:task:meta:", OpPrefix: "chat:task:op:", TTL: 3600 * time.Second}, reg.Config())
 
-	cfg := RedisRegistryConfig{MetaPrefix: "m:", OpPrefix: "o:", TTL: time.Minute}
+	cfg := Config{MetaPrefix: "m:", OpPrefix: "o:", TTL: time.Minute}
 	assert.Equal(t, cfg, newTestRedisRegistry(t, newMini(t), cfg).Config())
 }
 
-func TestNewRedisRegistryRejectsInvalidConfig(t *testing.T) {
+func TestNewRejectsInvalidConfig(t *testing.T) {
 	rdb := newMini(t)
 	tests := []struct {
 		name  string
-		cfg   RedisRegistryConfig
+		cfg   Config
 		field string
 	}{
-		{"negative TTL", RedisRegistryConfig{TTL: -time.Second}, "TTL"},
-		{"sub-millisecond TTL", RedisRegistryConfig{TTL: 500 * time.Microsecond}, "TTL"},
-		{"same prefixes", RedisRegistryConfig{MetaPrefix: "x:", OpPrefix: "x:"}, "OpPrefix"},
-		{"op prefix defaulting to meta prefix", RedisRegistryConfig{MetaPrefix: DefaultTaskOpPrefix}, "OpPrefix"},
+		{"negative TTL", Config{TTL: -time.Second}, "TTL"},
+		{"sub-millisecond TTL", Config{TTL: 500 * time.Microsecond}, "TTL"},
+		{"same prefixes", Config{MetaPrefix: "x:", OpPrefix: "x:"}, "OpPrefix"},
+		{"op prefix defaulting to meta prefix", Config{MetaPrefix: DefaultOpPrefix}, "OpPrefix"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			reg, err := NewRedisRegistry(rdb, tt.cfg)
-			require.ErrorIs(t, err, ErrInvalidConfig)
+			reg, err := New(rdb, tt.cfg)
+			require.ErrorIs(t, err, completion.ErrInvalidConfig)
 			assert.Contains(t, err.Error(), tt.field)
 			assert.Nil(t, reg)
 		})
 	}
 	t.Run("nil client", func(t *testing.T) {
-		reg, err := NewRedisRegistry(nil, RedisRegistryConfig{})
+		reg, err := New(nil, Config{})
 		require.Error(t, err)
 		assert.Nil(t, reg)
 	})
 }
 
 func TestRedisRegistryReadsPythonTasks(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b backend) {
-		eachRegistryPath(t, b, func(t *testing.T, reg *RedisRegistry) {
+	redistest.EachBackend(t, func(t *testing.T, b redistest.Backend) {
+		eachRegistryPath(t, b, func(t *testing.T, reg *Registry) {
 			ctx := context.Background()
-			pythonCreateTask(t, b.rdb, reg, pythonTaskFields("t-py", "op-py"))
+			pythonCreateTask(t, b.Client, reg, pythonTaskFields("t-py", "op-py"))
 			want := pythonTaskWant("t-py", "op-py")
 
 			for _, tt := range []struct{ name, op, task string }{
@@ -226,45 +229,45 @@ func TestRedisRegistryReadsPythonTasks(t *testing.T) {
 
 			// An operation index whose task's meta hash is gone (expired):
 			// fall back to the task id, and nothing if that is not known.
-			require.NoError(t, b.rdb.Set(ctx, reg.Config().OpPrefix+"op-stale", "t-gone", time.Hour).Err())
+			require.NoError(t, b.Client.Set(ctx, reg.Config().OpPrefix+"op-stale", "t-gone", time.Hour).Err())
 			got, err := reg.LookupTask(ctx, "op-stale", "t-py")
 			require.NoError(t, err)
 			assert.Equal(t, want, got)
 			for _, task := range []string{"t-gone", "t-unknown", ""} {
 				_, err = reg.LookupTask(ctx, "op-stale", task)
-				assert.ErrorIs(t, err, ErrTaskNotFound, "task %q", task)
+				assert.ErrorIs(t, err, completion.ErrTaskNotFound, "task %q", task)
 			}
 			_, err = reg.LookupTask(ctx, "", "")
-			assert.ErrorIs(t, err, ErrTaskNotFound)
+			assert.ErrorIs(t, err, completion.ErrTaskNotFound)
 
 			// The operation index wins over the message's task id.
-			pythonCreateTask(t, b.rdb, reg, pythonTaskFields("t-two", "op-two"))
+			pythonCreateTask(t, b.Client, reg, pythonTaskFields("t-two", "op-two"))
 			got, err = reg.LookupTask(ctx, "op-two", "t-py")
 			require.NoError(t, err)
 			assert.Equal(t, "t-two", got.TaskID)
 
-			if b.mr != nil {
+			if b.Mini != nil {
 				// Both keys expire after 3600 s, as the Python side sets.
-				b.mr.FastForward(3599 * time.Second)
+				b.Mini.FastForward(3599 * time.Second)
 				_, err = reg.LookupTask(ctx, "op-py", "")
 				require.NoError(t, err)
-				b.mr.FastForward(2 * time.Second)
+				b.Mini.FastForward(2 * time.Second)
 				_, err = reg.LookupTask(ctx, "op-py", "t-py")
-				assert.ErrorIs(t, err, ErrTaskNotFound)
+				assert.ErrorIs(t, err, completion.ErrTaskNotFound)
 			}
 		})
 	})
 }
 
 func TestRedisRegistryToleratesIncompletePythonData(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b backend) {
-		eachRegistryPath(t, b, func(t *testing.T, reg *RedisRegistry) {
+	redistest.EachBackend(t, func(t *testing.T, b redistest.Backend) {
+		eachRegistryPath(t, b, func(t *testing.T, reg *Registry) {
 			ctx := context.Background()
 			// Naive created_at without fraction, no user, an unknown field.
 			f := pythonTaskFields("t-naive", "op-naive")
 			f["created_at"] = "2026-11-28T01:02:03"
 			delete(f, "user_id")
-			pythonCreateTask(t, b.rdb, reg, f)
+			pythonCreateTask(t, b.Client, reg, f)
 			got, err := reg.LookupTask(ctx, "op-naive", "t-naive")
 			require.NoError(t, err)
 			assert.Equal(t, time.Date(2026, 11, 28, 1, 2, 3, 0, time.UTC), got.CreatedAt)
@@ -273,19 +276,19 @@ func TestRedisRegistryToleratesIncompletePythonData(t *testing.T) {
 			// An unparsable created_at does not fail the lookup.
 			f = pythonTaskFields("t-bad-time", "op-bad-time")
 			f["created_at"] = "yesterday"
-			pythonCreateTask(t, b.rdb, reg, f)
+			pythonCreateTask(t, b.Client, reg, f)
 			got, err = reg.LookupTask(ctx, "op-bad-time", "")
 			require.NoError(t, err)
 			assert.True(t, got.CreatedAt.IsZero())
 			assert.Equal(t, "t-bad-time", got.TaskID)
 
 			// Missing required fields are returned as they are; the consumer's
-			// Task.Validate rejects the task.
-			pythonCreateTask(t, b.rdb, reg, map[string]string{"task_id": "t-thin", "operation_id": "op-thin"})
+			// completion.Task.Validate rejects the task.
+			pythonCreateTask(t, b.Client, reg, map[string]string{"task_id": "t-thin", "operation_id": "op-thin"})
 			got, err = reg.LookupTask(ctx, "op-thin", "")
 			require.NoError(t, err)
-			assert.Equal(t, Task{TaskID: "t-thin", OperationID: "op-thin"}, got)
-			assert.ErrorIs(t, got.Validate(), ErrInvalidTask)
+			assert.Equal(t, completion.Task{TaskID: "t-thin", OperationID: "op-thin"}, got)
+			assert.ErrorIs(t, got.Validate(), completion.ErrInvalidTask)
 		})
 	})
 }
@@ -327,56 +330,56 @@ func TestRedisRegistryParsesPythonCreatedAt(t *testing.T) {
 }
 
 func TestRedisRegistryRegisterRoundTrip(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b backend) {
-		eachRegistryPath(t, b, func(t *testing.T, reg *RedisRegistry) {
+	redistest.EachBackend(t, func(t *testing.T, b redistest.Backend) {
+		eachRegistryPath(t, b, func(t *testing.T, reg *Registry) {
 			ctx := context.Background()
 			cfg := reg.Config()
-			task := Task{TaskID: "t-go", SessionID: "s-go", UserID: "u", ToolCallID: "tc", ToolName: "tool", OperationID: "op-go"}
+			task := completion.Task{TaskID: "t-go", SessionID: "s-go", UserID: "u", ToolCallID: "tc", ToolName: "tool", OperationID: "op-go"}
 			before := time.Now()
 			require.NoError(t, reg.Register(ctx, task))
 
-			for _, k := range []TaskKey{{"op-go", ""}, {"", "t-go"}, {"op-go", "t-go"}} {
+			for _, k := range []completion.TaskKey{{OperationID: "op-go", TaskID: ""}, {OperationID: "", TaskID: "t-go"}, {OperationID: "op-go", TaskID: "t-go"}} {
 				got, err := reg.LookupTask(ctx, k.OperationID, k.TaskID)
 				require.NoError(t, err)
 				assert.WithinDuration(t, before, got.CreatedAt, 5*time.Second)
-				assert.Equal(t, TaskStatusRunning, got.Status)
+				assert.Equal(t, StatusRunning, got.Status)
 				got.CreatedAt, got.Status = time.Time{}, ""
 				assert.Equal(t, task, got)
 			}
 
 			// The Python layout: all eight fields, created_at as isoformat(),
 			// the operation index holding the task id.
-			meta, err := b.rdb.HGetAll(ctx, cfg.MetaPrefix+"t-go").Result()
+			meta, err := b.Client.HGetAll(ctx, cfg.MetaPrefix+"t-go").Result()
 			require.NoError(t, err)
 			assert.Len(t, meta, 8)
 			assert.Equal(t, "s-go", meta["session_id"])
 			assert.Equal(t, "running", meta["status"])
 			assert.Regexp(t, regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$`), meta["created_at"])
-			assert.Equal(t, "t-go", b.rdb.Get(ctx, cfg.OpPrefix+"op-go").Val())
+			assert.Equal(t, "t-go", b.Client.Get(ctx, cfg.OpPrefix+"op-go").Val())
 
 			for _, key := range []string{cfg.MetaPrefix + "t-go", cfg.OpPrefix + "op-go"} {
-				ttl, err := b.rdb.PTTL(ctx, key).Result()
+				ttl, err := b.Client.PTTL(ctx, key).Result()
 				require.NoError(t, err)
 				assert.InDelta(t, 3600, ttl.Seconds(), 5, "TTL of %s", key)
 			}
 
 			// Registering again replaces the hash as a whole; a given status
 			// and time are kept.
-			require.NoError(t, b.rdb.HSet(ctx, cfg.MetaPrefix+"t-go", "stale", "x").Err())
+			require.NoError(t, b.Client.HSet(ctx, cfg.MetaPrefix+"t-go", "stale", "x").Err())
 			created := time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC)
-			task2 := Task{TaskID: "t-go", SessionID: "s-2", ToolCallID: "tc-2", Status: TaskStatusFailed, CreatedAt: created}
+			task2 := completion.Task{TaskID: "t-go", SessionID: "s-2", ToolCallID: "tc-2", Status: StatusFailed, CreatedAt: created}
 			require.NoError(t, reg.Register(ctx, task2))
 			got, err := reg.LookupTask(ctx, "", "t-go")
 			require.NoError(t, err)
 			assert.Equal(t, task2, got)
-			assert.False(t, b.rdb.HExists(ctx, cfg.MetaPrefix+"t-go", "stale").Val())
-			ttl := b.rdb.PTTL(ctx, cfg.MetaPrefix+"t-go").Val()
+			assert.False(t, b.Client.HExists(ctx, cfg.MetaPrefix+"t-go", "stale").Val())
+			ttl := b.Client.PTTL(ctx, cfg.MetaPrefix+"t-go").Val()
 			assert.InDelta(t, 3600, ttl.Seconds(), 5)
 
 			// An invalid task is refused before anything is written.
-			err = reg.Register(ctx, Task{TaskID: "t-invalid", OperationID: "op-invalid"})
-			require.ErrorIs(t, err, ErrInvalidTask)
-			assert.Equal(t, int64(0), b.rdb.Exists(ctx, cfg.MetaPrefix+"t-invalid", cfg.OpPrefix+"op-invalid").Val())
+			err = reg.Register(ctx, completion.Task{TaskID: "t-invalid", OperationID: "op-invalid"})
+			require.ErrorIs(t, err, completion.ErrInvalidTask)
+			assert.Equal(t, int64(0), b.Client.Exists(ctx, cfg.MetaPrefix+"t-invalid", cfg.OpPrefix+"op-invalid").Val())
 		})
 	})
 }
@@ -386,32 +389,32 @@ func TestRedisRegistryRegisterUsesConfiguredTTL(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	ctx := context.Background()
-	for _, c := range []RegistryClient{rdb, regHiddenClient{rdb}} {
+	for _, c := range []Client{rdb, regHiddenClient{rdb}} {
 		mr.FlushAll()
-		reg := newTestRedisRegistry(t, c, RedisRegistryConfig{TTL: 90 * time.Second})
+		reg := newTestRedisRegistry(t, c, Config{TTL: 90 * time.Second})
 		require.NoError(t, reg.Register(ctx, pythonTaskWant("t-1", "op-1")))
-		assert.Equal(t, 90*time.Second, mr.TTL(DefaultTaskMetaPrefix+"t-1"))
-		assert.Equal(t, 90*time.Second, mr.TTL(DefaultTaskOpPrefix+"op-1"))
+		assert.Equal(t, 90*time.Second, mr.TTL(DefaultMetaPrefix+"t-1"))
+		assert.Equal(t, 90*time.Second, mr.TTL(DefaultOpPrefix+"op-1"))
 		mr.FastForward(91 * time.Second)
 		_, err := reg.LookupTask(ctx, "op-1", "t-1")
-		assert.ErrorIs(t, err, ErrTaskNotFound)
+		assert.ErrorIs(t, err, completion.ErrTaskNotFound)
 	}
 }
 
 func TestRedisRegistrySetStatus(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b backend) {
-		eachRegistryPath(t, b, func(t *testing.T, reg *RedisRegistry) {
+	redistest.EachBackend(t, func(t *testing.T, b redistest.Backend) {
+		eachRegistryPath(t, b, func(t *testing.T, reg *Registry) {
 			ctx := context.Background()
 			meta := reg.Config().MetaPrefix
-			pythonCreateTask(t, b.rdb, reg, pythonTaskFields("t-1", "op-1"))
-			pythonCreateTask(t, b.rdb, reg, pythonTaskFields("t-2", "op-2"))
+			pythonCreateTask(t, b.Client, reg, pythonTaskFields("t-1", "op-1"))
+			pythonCreateTask(t, b.Client, reg, pythonTaskFields("t-2", "op-2"))
 
 			// Success: running -> completed, TTL kept.
 			ok, err := reg.Complete(ctx, "t-1")
 			require.NoError(t, err)
 			assert.True(t, ok)
-			assert.Equal(t, "completed", b.rdb.HGet(ctx, meta+"t-1", "status").Val())
-			assert.InDelta(t, 3600, b.rdb.PTTL(ctx, meta+"t-1").Val().Seconds(), 5)
+			assert.Equal(t, "completed", b.Client.HGet(ctx, meta+"t-1", "status").Val())
+			assert.InDelta(t, 3600, b.Client.PTTL(ctx, meta+"t-1").Val().Seconds(), 5)
 
 			// Mismatch: no longer running.
 			for _, f := range []func(context.Context, string) (bool, error){reg.Complete, reg.Fail} {
@@ -422,12 +425,12 @@ func TestRedisRegistrySetStatus(t *testing.T) {
 			ok, err = reg.SetStatus(ctx, "t-1", "failed", "running")
 			require.NoError(t, err)
 			assert.False(t, ok)
-			assert.Equal(t, "completed", b.rdb.HGet(ctx, meta+"t-1", "status").Val())
+			assert.Equal(t, "completed", b.Client.HGet(ctx, meta+"t-1", "status").Val())
 
 			ok, err = reg.Fail(ctx, "t-2")
 			require.NoError(t, err)
 			assert.True(t, ok)
-			assert.Equal(t, "failed", b.rdb.HGet(ctx, meta+"t-2", "status").Val())
+			assert.Equal(t, "failed", b.Client.HGet(ctx, meta+"t-2", "status").Val())
 
 			// Arbitrary transitions.
 			ok, err = reg.SetStatus(ctx, "t-2", "failed", "running")
@@ -435,25 +438,25 @@ func TestRedisRegistrySetStatus(t *testing.T) {
 			assert.True(t, ok)
 
 			// A hash without a status field: nothing matches it.
-			require.NoError(t, b.rdb.HSet(ctx, meta+"t-nostatus", "task_id", "t-nostatus").Err())
+			require.NoError(t, b.Client.HSet(ctx, meta+"t-nostatus", "task_id", "t-nostatus").Err())
 			ok, err = reg.Complete(ctx, "t-nostatus")
 			require.NoError(t, err)
 			assert.False(t, ok)
-			assert.False(t, b.rdb.HExists(ctx, meta+"t-nostatus", "status").Val())
+			assert.False(t, b.Client.HExists(ctx, meta+"t-nostatus", "status").Val())
 
 			// Missing task: not found, and nothing is created.
 			for _, id := range []string{"t-missing", ""} {
 				ok, err = reg.Complete(ctx, id)
-				require.ErrorIs(t, err, ErrTaskNotFound)
+				require.ErrorIs(t, err, completion.ErrTaskNotFound)
 				assert.False(t, ok)
 			}
-			assert.Equal(t, int64(0), b.rdb.Exists(ctx, meta+"t-missing").Val())
+			assert.Equal(t, int64(0), b.Client.Exists(ctx, meta+"t-missing").Val())
 
 			// A key of another type: a Redis error.
-			require.NoError(t, b.rdb.Set(ctx, meta+"t-string", "x", time.Hour).Err())
+			require.NoError(t, b.Client.Set(ctx, meta+"t-string", "x", time.Hour).Err())
 			ok, err = reg.Complete(ctx, "t-string")
 			require.Error(t, err)
-			assert.NotErrorIs(t, err, ErrTaskNotFound)
+			assert.NotErrorIs(t, err, completion.ErrTaskNotFound)
 			assert.Contains(t, err.Error(), "WRONGTYPE")
 			assert.False(t, ok)
 		})
@@ -461,10 +464,10 @@ func TestRedisRegistrySetStatus(t *testing.T) {
 }
 
 func TestRedisRegistrySetStatusIsAtomic(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b backend) {
+	redistest.EachBackend(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		reg := newTestRedisRegistry(t, b.rdb, regTestConfig(t, b))
-		pythonCreateTask(t, b.rdb, reg, pythonTaskFields("t-race", "op-race"))
+		reg := newTestRedisRegistry(t, b.Client, regTestConfig(t, b))
+		pythonCreateTask(t, b.Client, reg, pythonTaskFields("t-race", "op-race"))
 		var won atomic.Int32
 		var wg sync.WaitGroup
 		for i := 0; i < 20; i++ {
@@ -488,25 +491,25 @@ func TestRedisRegistrySetStatusIsAtomic(t *testing.T) {
 }
 
 func TestRedisRegistryLookupTasks(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b backend) {
-		eachRegistryPath(t, b, func(t *testing.T, reg *RedisRegistry) {
+	redistest.EachBackend(t, func(t *testing.T, b redistest.Backend) {
+		eachRegistryPath(t, b, func(t *testing.T, reg *Registry) {
 			ctx := context.Background()
 			cfg := reg.Config()
 			for i := 1; i <= 3; i++ {
-				pythonCreateTask(t, b.rdb, reg, pythonTaskFields(fmt.Sprintf("t-%d", i), fmt.Sprintf("op-%d", i)))
+				pythonCreateTask(t, b.Client, reg, pythonTaskFields(fmt.Sprintf("t-%d", i), fmt.Sprintf("op-%d", i)))
 			}
-			require.NoError(t, b.rdb.Set(ctx, cfg.OpPrefix+"op-stale", "t-gone", time.Hour).Err())
+			require.NoError(t, b.Client.Set(ctx, cfg.OpPrefix+"op-stale", "t-gone", time.Hour).Err())
 
-			keys := []TaskKey{
-				{"op-1", "t-1"},         // index agrees with task id
-				{"op-2", "t-other"},     // index points elsewhere
-				{"op-unknown", "t-3"},   // fall back to task id
-				{"op-unknown", "t-404"}, // neither
-				{"op-stale", "t-1"},     // index to a gone task: fall back
-				{"op-stale", ""},        // index to a gone task, no task id
-				{"", ""},
-				{"op-1", "t-1"}, // a duplicate
-				{"", "t-2"},
+			keys := []completion.TaskKey{
+				{OperationID: "op-1", TaskID: "t-1"},         // index agrees with task id
+				{OperationID: "op-2", TaskID: "t-other"},     // index points elsewhere
+				{OperationID: "op-unknown", TaskID: "t-3"},   // fall back to task id
+				{OperationID: "op-unknown", TaskID: "t-404"}, // neither
+				{OperationID: "op-stale", TaskID: "t-1"},     // index to a gone task: fall back
+				{OperationID: "op-stale", TaskID: ""},        // index to a gone task, no task id
+				{OperationID: "", TaskID: ""},
+				{OperationID: "op-1", TaskID: "t-1"}, // a duplicate
+				{OperationID: "", TaskID: "t-2"},
 			}
 			want := []string{"t-1", "t-2", "t-3", "", "t-1", "", "", "t-1", "t-2"}
 			tasks, errs := reg.LookupTasks(ctx, keys)
@@ -514,8 +517,8 @@ func TestRedisRegistryLookupTasks(t *testing.T) {
 			require.Len(t, errs, len(keys))
 			for i, k := range keys {
 				if want[i] == "" {
-					assert.ErrorIs(t, errs[i], ErrTaskNotFound, "key %+v", k)
-					assert.Equal(t, Task{}, tasks[i], "key %+v", k)
+					assert.ErrorIs(t, errs[i], completion.ErrTaskNotFound, "key %+v", k)
+					assert.Equal(t, completion.Task{}, tasks[i], "key %+v", k)
 					continue
 				}
 				require.NoError(t, errs[i], "key %+v", k)
@@ -535,25 +538,25 @@ func TestRedisRegistryLookupTasks(t *testing.T) {
 }
 
 func TestRedisRegistryRoundTrips(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b backend) {
+	redistest.EachBackend(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		rdb, hook := regCountingClient(t, b)
 		cfg := regTestConfig(t, b)
 		for _, path := range []string{"script", "pipeline"} {
 			t.Run(path, func(t *testing.T) {
-				var c RegistryClient = rdb
+				var c Client = rdb
 				if path == "pipeline" {
 					c = regHiddenClient{rdb}
 				}
 				reg := newTestRedisRegistry(t, c, cfg)
 				for i := 0; i < 60; i++ {
-					pythonCreateTask(t, b.rdb, reg, pythonTaskFields(fmt.Sprintf("t-%d", i), fmt.Sprintf("op-%d", i)))
+					pythonCreateTask(t, b.Client, reg, pythonTaskFields(fmt.Sprintf("t-%d", i), fmt.Sprintf("op-%d", i)))
 				}
 				// Batches: at most two round trips, however many keys.
-				batch := func(n int, op func(i int) string) []TaskKey {
-					keys := make([]TaskKey, n)
+				batch := func(n int, op func(i int) string) []completion.TaskKey {
+					keys := make([]completion.TaskKey, n)
 					for i := range keys {
-						keys[i] = TaskKey{OperationID: op(i), TaskID: fmt.Sprintf("t-%d", i)}
+						keys[i] = completion.TaskKey{OperationID: op(i), TaskID: fmt.Sprintf("t-%d", i)}
 					}
 					return keys
 				}
@@ -578,7 +581,7 @@ func TestRedisRegistryRoundTrips(t *testing.T) {
 						assert.Equal(t, tt.want, got, "%s, %d keys", tt.name, n)
 					}
 				}
-				assert.Equal(t, int64(0), hook.count(func() { reg.LookupTasks(ctx, []TaskKey{{}, {}}) }), "empty keys")
+				assert.Equal(t, int64(0), hook.count(func() { reg.LookupTasks(ctx, []completion.TaskKey{{}, {}}) }), "empty keys")
 
 				// Single lookups.
 				_, err := reg.LookupTask(ctx, "op-1", "t-1") // loads the script
@@ -613,37 +616,37 @@ func TestRedisRegistryRoundTrips(t *testing.T) {
 }
 
 func TestRedisRegistryErrors(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b backend) {
-		eachRegistryPath(t, b, func(t *testing.T, reg *RedisRegistry) {
+	redistest.EachBackend(t, func(t *testing.T, b redistest.Backend) {
+		eachRegistryPath(t, b, func(t *testing.T, reg *Registry) {
 			ctx := context.Background()
 			cfg := reg.Config()
-			pythonCreateTask(t, b.rdb, reg, pythonTaskFields("t-ok", "op-ok"))
-			require.NoError(t, b.rdb.Set(ctx, cfg.MetaPrefix+"t-string", "not a hash", time.Hour).Err())
-			require.NoError(t, b.rdb.HSet(ctx, cfg.OpPrefix+"op-hash", "not", "a string").Err())
-			require.NoError(t, b.rdb.Set(ctx, cfg.OpPrefix+"op-to-string", "t-string", time.Hour).Err())
+			pythonCreateTask(t, b.Client, reg, pythonTaskFields("t-ok", "op-ok"))
+			require.NoError(t, b.Client.Set(ctx, cfg.MetaPrefix+"t-string", "not a hash", time.Hour).Err())
+			require.NoError(t, b.Client.HSet(ctx, cfg.OpPrefix+"op-hash", "not", "a string").Err())
+			require.NoError(t, b.Client.Set(ctx, cfg.OpPrefix+"op-to-string", "t-string", time.Hour).Err())
 
-			wrongType := []TaskKey{
-				{"", "t-string"},           // meta key holds a string
-				{"op-unknown", "t-string"}, // same, after the index
-				{"op-hash", "t-ok"},        // index holds a hash
-				{"op-to-string", "t-ok"},   // index points to a string
+			wrongType := []completion.TaskKey{
+				{OperationID: "", TaskID: "t-string"},           // meta key holds a string
+				{OperationID: "op-unknown", TaskID: "t-string"}, // same, after the index
+				{OperationID: "op-hash", TaskID: "t-ok"},        // index holds a hash
+				{OperationID: "op-to-string", TaskID: "t-ok"},   // index points to a string
 			}
 			for _, k := range wrongType {
 				_, err := reg.LookupTask(ctx, k.OperationID, k.TaskID)
 				require.Error(t, err, "key %+v", k)
-				assert.NotErrorIs(t, err, ErrTaskNotFound, "key %+v", k)
+				assert.NotErrorIs(t, err, completion.ErrTaskNotFound, "key %+v", k)
 				assert.Contains(t, err.Error(), "WRONGTYPE", "key %+v", k)
 			}
 
 			// In a batch, a bad key fails alone.
-			keys := append([]TaskKey{{"op-ok", "t-ok"}, {"op-none", "t-none"}}, wrongType...)
+			keys := append([]completion.TaskKey{{OperationID: "op-ok", TaskID: "t-ok"}, {OperationID: "op-none", TaskID: "t-none"}}, wrongType...)
 			tasks, errs := reg.LookupTasks(ctx, keys)
 			require.NoError(t, errs[0])
 			assert.Equal(t, "t-ok", tasks[0].TaskID)
-			assert.ErrorIs(t, errs[1], ErrTaskNotFound)
+			assert.ErrorIs(t, errs[1], completion.ErrTaskNotFound)
 			for i := 2; i < len(keys); i++ {
 				require.Error(t, errs[i], "key %+v", keys[i])
-				assert.NotErrorIs(t, errs[i], ErrTaskNotFound, "key %+v", keys[i])
+				assert.NotErrorIs(t, errs[i], completion.ErrTaskNotFound, "key %+v", keys[i])
 				assert.Contains(t, errs[i].Error(), "WRONGTYPE", "key %+v", keys[i])
 			}
 		})
@@ -652,55 +655,55 @@ func TestRedisRegistryErrors(t *testing.T) {
 
 func TestRedisRegistryRedisDown(t *testing.T) {
 	ctx := context.Background()
-	check := func(t *testing.T, reg *RedisRegistry, want error) {
+	check := func(t *testing.T, reg *Registry, want error) {
 		t.Helper()
-		for _, k := range []TaskKey{{"op-1", "t-1"}, {"", "t-1"}, {"op-1", ""}} {
+		for _, k := range []completion.TaskKey{{OperationID: "op-1", TaskID: "t-1"}, {OperationID: "", TaskID: "t-1"}, {OperationID: "op-1", TaskID: ""}} {
 			_, err := reg.LookupTask(ctx, k.OperationID, k.TaskID)
 			require.Error(t, err)
-			assert.NotErrorIs(t, err, ErrTaskNotFound)
+			assert.NotErrorIs(t, err, completion.ErrTaskNotFound)
 			if want != nil {
 				assert.ErrorIs(t, err, want)
 			}
 		}
-		_, errs := reg.LookupTasks(ctx, []TaskKey{{"op-1", "t-1"}, {"op-2", ""}, {"", "t-3"}})
+		_, errs := reg.LookupTasks(ctx, []completion.TaskKey{{OperationID: "op-1", TaskID: "t-1"}, {OperationID: "op-2", TaskID: ""}, {OperationID: "", TaskID: "t-3"}})
 		for _, err := range errs {
 			require.Error(t, err)
-			assert.NotErrorIs(t, err, ErrTaskNotFound)
+			assert.NotErrorIs(t, err, completion.ErrTaskNotFound)
 		}
 		assert.Error(t, reg.Register(ctx, pythonTaskWant("t-1", "op-1")))
 		ok, err := reg.Complete(ctx, "t-1")
 		assert.False(t, ok)
 		require.Error(t, err)
-		assert.NotErrorIs(t, err, ErrTaskNotFound)
+		assert.NotErrorIs(t, err, completion.ErrTaskNotFound)
 	}
 
 	t.Run("closed client", func(t *testing.T) {
 		rdb := newMini(t)
 		require.NoError(t, rdb.Close())
-		for _, c := range []RegistryClient{rdb, regHiddenClient{rdb}} {
-			check(t, newTestRedisRegistry(t, c, RedisRegistryConfig{}), redis.ErrClosed)
+		for _, c := range []Client{rdb, regHiddenClient{rdb}} {
+			check(t, newTestRedisRegistry(t, c, Config{}), redis.ErrClosed)
 		}
 	})
 	t.Run("server gone", func(t *testing.T) {
 		mr := miniredis.RunT(t)
 		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialerRetries: 1, DialTimeout: time.Second})
 		t.Cleanup(func() { _ = rdb.Close() })
-		reg := newTestRedisRegistry(t, rdb, RedisRegistryConfig{})
+		reg := newTestRedisRegistry(t, rdb, Config{})
 		require.NoError(t, reg.Register(ctx, pythonTaskWant("t-1", "op-1")))
 		mr.Close()
 		check(t, reg, nil)
-		check(t, newTestRedisRegistry(t, regHiddenClient{rdb}, RedisRegistryConfig{}), nil)
+		check(t, newTestRedisRegistry(t, regHiddenClient{rdb}, Config{}), nil)
 	})
 	t.Run("failed pipeline", func(t *testing.T) {
 		// A pipeline refused as a whole (here by a hook) must not read as
 		// "not found".
 		rdb := newMini(t)
-		reg := newTestRedisRegistry(t, regHiddenClient{rdb}, RedisRegistryConfig{})
+		reg := newTestRedisRegistry(t, regHiddenClient{rdb}, Config{})
 		refused := errors.New("refused")
 		rdb.AddHook(regRefusingHook{refused})
 		_, err := reg.LookupTask(ctx, "op-1", "t-1")
 		assert.ErrorIs(t, err, refused)
-		_, errs := reg.LookupTasks(ctx, []TaskKey{{"op-1", "t-1"}, {"", "t-2"}})
+		_, errs := reg.LookupTasks(ctx, []completion.TaskKey{{OperationID: "op-1", TaskID: "t-1"}, {OperationID: "", TaskID: "t-2"}})
 		for _, err := range errs {
 			assert.ErrorIs(t, err, refused)
 		}
@@ -723,15 +726,15 @@ func TestRedisRegistryRing(t *testing.T) {
 	m1, m2 := miniredis.RunT(t), miniredis.RunT(t)
 	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": m1.Addr(), "b": m2.Addr()}})
 	t.Cleanup(func() { _ = ring.Close() })
-	reg := newTestRedisRegistry(t, ring, RedisRegistryConfig{})
+	reg := newTestRedisRegistry(t, ring, Config{})
 	require.False(t, reg.single)
 
 	const n = 40
-	keys := make([]TaskKey, 0, n)
+	keys := make([]completion.TaskKey, 0, n)
 	for i := 0; i < n; i++ {
-		task := Task{TaskID: fmt.Sprintf("t-%d", i), SessionID: "s", ToolCallID: "tc", OperationID: fmt.Sprintf("op-%d", i)}
+		task := completion.Task{TaskID: fmt.Sprintf("t-%d", i), SessionID: "s", ToolCallID: "tc", OperationID: fmt.Sprintf("op-%d", i)}
 		require.NoError(t, reg.Register(ctx, task))
-		keys = append(keys, TaskKey{OperationID: task.OperationID, TaskID: fmt.Sprintf("t-%d", n-1-i)})
+		keys = append(keys, completion.TaskKey{OperationID: task.OperationID, TaskID: fmt.Sprintf("t-%d", n-1-i)})
 	}
 	require.NotEmpty(t, m1.Keys())
 	require.NotEmpty(t, m2.Keys())
@@ -751,7 +754,7 @@ func TestRedisRegistryRing(t *testing.T) {
 	assert.True(t, ok)
 	got, err := reg.LookupTask(ctx, "op-7", "")
 	require.NoError(t, err)
-	assert.Equal(t, TaskStatusCompleted, got.Status)
+	assert.Equal(t, StatusCompleted, got.Status)
 }
 
 // TestRedisRegistryCluster runs the multi-node path against a real Redis
@@ -765,19 +768,19 @@ func TestRedisRegistryCluster(t *testing.T) {
 	ctx := context.Background()
 	cl := redistest.StartCluster(t, 3)
 	cc := cl.Client(t)
-	reg := newTestRedisRegistry(t, cc, RedisRegistryConfig{})
+	reg := newTestRedisRegistry(t, cc, Config{})
 	require.False(t, reg.single)
 
 	const n = 30
 	split := 0
-	keys := make([]TaskKey, 0, n)
+	keys := make([]completion.TaskKey, 0, n)
 	for i := 0; i < n; i++ {
-		task := Task{TaskID: fmt.Sprintf("t-%d", i), SessionID: "s", ToolCallID: "tc", OperationID: fmt.Sprintf("op-%d", i)}
+		task := completion.Task{TaskID: fmt.Sprintf("t-%d", i), SessionID: "s", ToolCallID: "tc", OperationID: fmt.Sprintf("op-%d", i)}
 		require.NoError(t, reg.Register(ctx, task))
-		if cl.MasterFor(DefaultTaskMetaPrefix+task.TaskID) != cl.MasterFor(DefaultTaskOpPrefix+task.OperationID) {
+		if cl.MasterFor(DefaultMetaPrefix+task.TaskID) != cl.MasterFor(DefaultOpPrefix+task.OperationID) {
 			split++
 		}
-		keys = append(keys, TaskKey{OperationID: task.OperationID, TaskID: fmt.Sprintf("t-%d", n-1-i)})
+		keys = append(keys, completion.TaskKey{OperationID: task.OperationID, TaskID: fmt.Sprintf("t-%d", n-1-i)})
 	}
 	require.Positive(t, split, "no task has its keys on two nodes; the test proves nothing")
 
@@ -785,16 +788,16 @@ func TestRedisRegistryCluster(t *testing.T) {
 		got, err := reg.LookupTask(ctx, fmt.Sprintf("op-%d", i), "t-unknown")
 		require.NoError(t, err)
 		assert.Equal(t, fmt.Sprintf("t-%d", i), got.TaskID)
-		ttl, err := cc.PTTL(ctx, DefaultTaskOpPrefix+fmt.Sprintf("op-%d", i)).Result()
+		ttl, err := cc.PTTL(ctx, DefaultOpPrefix+fmt.Sprintf("op-%d", i)).Result()
 		require.NoError(t, err)
 		assert.InDelta(t, 3600, ttl.Seconds(), 5)
 	}
-	tasks, errs := reg.LookupTasks(ctx, append(keys, TaskKey{"op-none", "t-none"}))
+	tasks, errs := reg.LookupTasks(ctx, append(keys, completion.TaskKey{OperationID: "op-none", TaskID: "t-none"}))
 	for i := range keys {
 		require.NoError(t, errs[i])
 		assert.Equal(t, fmt.Sprintf("t-%d", i), tasks[i].TaskID)
 	}
-	assert.ErrorIs(t, errs[n], ErrTaskNotFound)
+	assert.ErrorIs(t, errs[n], completion.ErrTaskNotFound)
 
 	// A task the Python service wrote, through the same cluster.
 	f := pythonTaskFields("t-py", "op-py")
@@ -802,9 +805,9 @@ func TestRedisRegistryCluster(t *testing.T) {
 	for k, v := range f {
 		pairs = append(pairs, k, v)
 	}
-	require.NoError(t, cc.HSet(ctx, DefaultTaskMetaPrefix+"t-py", pairs...).Err())
-	require.NoError(t, cc.Expire(ctx, DefaultTaskMetaPrefix+"t-py", 3600*time.Second).Err())
-	require.NoError(t, cc.Set(ctx, DefaultTaskOpPrefix+"op-py", "t-py", 3600*time.Second).Err())
+	require.NoError(t, cc.HSet(ctx, DefaultMetaPrefix+"t-py", pairs...).Err())
+	require.NoError(t, cc.Expire(ctx, DefaultMetaPrefix+"t-py", 3600*time.Second).Err())
+	require.NoError(t, cc.Set(ctx, DefaultOpPrefix+"op-py", "t-py", 3600*time.Second).Err())
 	got, err := reg.LookupTask(ctx, "op-py", "")
 	require.NoError(t, err)
 	assert.Equal(t, pythonTaskWant("t-py", "op-py"), got)
@@ -816,18 +819,18 @@ func TestRedisRegistryCluster(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, ok)
 	_, err = reg.Complete(ctx, "t-none")
-	assert.ErrorIs(t, err, ErrTaskNotFound)
+	assert.ErrorIs(t, err, completion.ErrTaskNotFound)
 
-	require.NoError(t, cc.Set(ctx, DefaultTaskMetaPrefix+"t-string", "x", time.Hour).Err())
+	require.NoError(t, cc.Set(ctx, DefaultMetaPrefix+"t-string", "x", time.Hour).Err())
 	_, err = reg.LookupTask(ctx, "op-none", "t-string")
 	require.Error(t, err)
-	assert.NotErrorIs(t, err, ErrTaskNotFound)
+	assert.NotErrorIs(t, err, completion.ErrTaskNotFound)
 }
 
 func TestRedisRegistryConcurrentUse(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b backend) {
+	redistest.EachBackend(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		reg := newTestRedisRegistry(t, b.rdb, regTestConfig(t, b))
+		reg := newTestRedisRegistry(t, b.Client, regTestConfig(t, b))
 		var wg sync.WaitGroup
 		for g := 0; g < 8; g++ {
 			wg.Add(1)
@@ -835,7 +838,7 @@ func TestRedisRegistryConcurrentUse(t *testing.T) {
 				defer wg.Done()
 				for i := 0; i < 25; i++ {
 					id := fmt.Sprintf("%d-%d", g, i)
-					task := Task{TaskID: "t-" + id, SessionID: "s", ToolCallID: "tc", OperationID: "op-" + id}
+					task := completion.Task{TaskID: "t-" + id, SessionID: "s", ToolCallID: "tc", OperationID: "op-" + id}
 					if !assert.NoError(t, reg.Register(ctx, task)) {
 						return
 					}
@@ -852,56 +855,71 @@ func TestRedisRegistryConcurrentUse(t *testing.T) {
 	})
 }
 
-// TestRedisRegistryServesConsumer runs a Consumer on a RedisRegistry: a
-// completion for a task the Python service registered reaches the handler
-// with the task, which the handler marks completed; one for an unknown task
-// is dead-lettered.
-func TestRedisRegistryServesConsumer(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b backend) {
+// TestRegistryServesConsumer runs a Consumer on a Registry: a completion for
+// a task the Python service registered reaches the handler with the task,
+// which the handler marks completed; one for an unknown task is
+// dead-lettered.
+func TestRegistryServesConsumer(t *testing.T) {
+	redistest.EachBackend(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		stream := uniqueStream(t, b.rdb)
-		reg := newTestRedisRegistry(t, b.rdb, RedisRegistryConfig{MetaPrefix: stream + ":task:meta:", OpPrefix: stream + ":task:op:"})
-		pythonCreateTask(t, b.rdb, reg, pythonTaskFields("t-py", "op-py"))
+		stream := uniqueStream(t, b.Client)
+		reg := newTestRedisRegistry(t, b.Client, Config{MetaPrefix: stream + ":task:meta:", OpPrefix: stream + ":task:op:"})
+		pythonCreateTask(t, b.Client, reg, pythonTaskFields("t-py", "op-py"))
 
-		h := newRecorder()
-		h.fn = func(c *Completion) error {
+		got := make(chan completion.Completion, 10)
+		h := completion.HandlerFunc(func(ctx context.Context, c *completion.Completion) error {
+			got <- *c
 			_, err := reg.Complete(ctx, c.Task.TaskID)
 			return err
-		}
-		c := newTestConsumer(t, b.rdb, reg, h, testConfig(stream))
-		stop := startConsumer(t, c)
-
-		publish(t, b.rdb, stream, Message{OperationID: "op-py", TaskID: "t-py", Success: true, Result: []byte(`{"agent":"a-1"}`)})
-		got := h.next(t)
-		assert.Equal(t, pythonTaskWant("t-py", "op-py"), got.Task)
-		assert.Equal(t, `{"agent":"a-1"}`, string(got.Message.Result))
-		eventually(t, func() bool { return pendingCount(t, b.rdb, stream, "g") == 0 }, "entry not acknowledged")
-		task, err := reg.LookupTask(ctx, "op-py", "")
+		})
+		c, err := completion.NewConsumer(b.Client, reg, h, completion.Config{
+			Stream: stream, Group: "g", Block: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+		})
 		require.NoError(t, err)
-		assert.Equal(t, TaskStatusCompleted, task.Status)
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
 
-		publish(t, b.rdb, stream, Message{OperationID: "op-unknown", TaskID: "t-unknown", Success: false, Error: "boom"})
-		eventually(t, func() bool { return len(deadLetters(t, b.rdb, stream)) == 1 }, "unknown task not dead-lettered")
-		dl := deadLetters(t, b.rdb, stream)[0]
-		assert.Equal(t, ReasonTaskNotFound, dl.Values[DeadLetterReasonField])
-		require.NoError(t, stop())
-		assert.Len(t, h.all(), 1)
+		_, err = completion.Publish(ctx, b.Client, stream, completion.Message{OperationID: "op-py", TaskID: "t-py", Success: true, Result: []byte(`{"agent":"a-1"}`)})
+		require.NoError(t, err)
+		select {
+		case comp := <-got:
+			assert.Equal(t, pythonTaskWant("t-py", "op-py"), comp.Task)
+			assert.Equal(t, `{"agent":"a-1"}`, string(comp.Message.Result))
+		case <-time.After(10 * time.Second):
+			t.Fatal("the handler was not called")
+		}
+		require.Eventually(t, func() bool {
+			task, err := reg.LookupTask(ctx, "op-py", "")
+			return err == nil && task.Status == StatusCompleted
+		}, 10*time.Second, 10*time.Millisecond, "task not completed")
+
+		_, err = completion.Publish(ctx, b.Client, stream, completion.Message{OperationID: "op-unknown", TaskID: "t-unknown", Error: "boom"})
+		require.NoError(t, err)
+		dead := completion.DeadLetterStreamFor(stream)
+		require.Eventually(t, func() bool { return b.Client.XLen(ctx, dead).Val() == 1 }, 10*time.Second, 10*time.Millisecond, "unknown task not dead-lettered")
+		dls, err := b.Client.XRange(ctx, dead, "-", "+").Result()
+		require.NoError(t, err)
+		assert.Equal(t, completion.ReasonTaskNotFound, dls[0].Values[completion.DeadLetterReasonField])
+		cancel()
+		require.NoError(t, <-done)
+		assert.Empty(t, got, "nothing else reached the handler")
 	})
 }
 
 // BenchmarkRedisRegistryLookup measures lookups on the shared real Redis.
 func BenchmarkRedisRegistryLookup(b *testing.B) {
 	ctx := context.Background()
-	rdb := realClient(b)
+	rdb := redistest.SharedClient(b)
 	prefix := uniqueStream(b, rdb)
-	cfg := RedisRegistryConfig{MetaPrefix: prefix + ":task:meta:", OpPrefix: prefix + ":task:op:"}
+	cfg := Config{MetaPrefix: prefix + ":task:meta:", OpPrefix: prefix + ":task:op:"}
 	const n = 1000
 	seed := newTestRedisRegistry(b, rdb, cfg)
 	for i := 0; i < n; i++ {
 		require.NoError(b, seed.Register(ctx, pythonTaskWant(fmt.Sprintf("t-%d", i), fmt.Sprintf("op-%d", i))))
 	}
 	for _, path := range []string{"script", "pipeline"} {
-		var c RegistryClient = rdb
+		var c Client = rdb
 		if path == "pipeline" {
 			c = regHiddenClient{rdb}
 		}
@@ -931,9 +949,9 @@ func BenchmarkRedisRegistryLookup(b *testing.B) {
 	}
 	b.Run("batch-100", func(b *testing.B) {
 		reg := newTestRedisRegistry(b, rdb, cfg)
-		keys := make([]TaskKey, 100)
+		keys := make([]completion.TaskKey, 100)
 		for i := range keys {
-			keys[i] = TaskKey{OperationID: fmt.Sprintf("op-%d", i), TaskID: fmt.Sprintf("t-%d", i)}
+			keys[i] = completion.TaskKey{OperationID: fmt.Sprintf("op-%d", i), TaskID: fmt.Sprintf("t-%d", i)}
 		}
 		b.ReportAllocs()
 		b.ResetTimer()
@@ -945,4 +963,24 @@ func BenchmarkRedisRegistryLookup(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(keys)), "ns/key")
 	})
+}
+
+// uniqueStream returns a key no other test uses, in a hash tag of its own;
+// every key it prefixes is deleted when the test ends.
+func uniqueStream(t testing.TB, rdb *redis.Client) string {
+	t.Helper()
+	return redistest.Key(t, rdb, "redisregistry-test:{%s:%08x}")
+}
+
+// newMini returns a client to a fresh miniredis.
+func newMini(t testing.TB) *redis.Client {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(redistest.Main(m))
 }

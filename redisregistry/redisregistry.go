@@ -1,4 +1,12 @@
-package completion
+// Package redisregistry is a completion.TaskRegistry kept in Redis, in the
+// layout of the Python service's task registry, so that Go and Python
+// register and look up each other's tasks, and every pod of a service sees
+// the same tasks.
+//
+//	reg, err := redisregistry.New(rdb, redisregistry.Config{})
+//	err = reg.Register(ctx, completion.Task{TaskID: "t-1", SessionID: "s", ToolCallID: "tc", OperationID: "op-1"})
+//	consumer, err := completion.NewConsumer(rdb, reg, handler, completion.Config{})
+package redisregistry
 
 import (
 	"context"
@@ -8,25 +16,27 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamrelay/completion"
+	"github.com/streamrelay/completion/internal/keys"
 	"github.com/streamrelay/completion/internal/scripts"
 )
 
-// Defaults applied by [NewRedisRegistry] to zero [RedisRegistryConfig]
+// Defaults applied by [New] to zero [Config]
 // fields. They are the key layout and lifetime of the Python service's task
 // registry, so a Go consumer can serve tasks the Python service registered.
 const (
-	DefaultTaskMetaPrefix = "chat:task:meta:"
-	DefaultTaskOpPrefix   = "chat:task:op:"
-	DefaultTaskTTL        = time.Hour
+	DefaultMetaPrefix = "chat:task:meta:"
+	DefaultOpPrefix   = "chat:task:op:"
+	DefaultTTL        = time.Hour
 )
 
-// Task status values written by [RedisRegistry.Register],
-// [RedisRegistry.Complete] and [RedisRegistry.Fail], as the Python service
+// Task status values written by [Registry.Register],
+// [Registry.Complete] and [Registry.Fail], as the Python service
 // writes them.
 const (
-	TaskStatusRunning   = "running"
-	TaskStatusCompleted = "completed"
-	TaskStatusFailed    = "failed"
+	StatusRunning   = "running"
+	StatusCompleted = "completed"
+	StatusFailed    = "failed"
 )
 
 // Field names of the task meta hash, as the Python service writes them.
@@ -41,40 +51,40 @@ const (
 	metaFieldCreatedAt   = "created_at"
 )
 
-// RegistryClient is the set of go-redis commands a [RedisRegistry] uses.
+// Client is the set of go-redis commands a [Registry] uses.
 // *redis.Client, *redis.ClusterClient, *redis.Ring and redis.UniversalClient
 // satisfy it; a test double can embed one of them and override what it
 // needs. The registry never closes it.
-type RegistryClient interface {
+type Client interface {
 	redis.Scripter
 	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
 	TxPipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
 }
 
-// RedisRegistryConfig configures a [RedisRegistry]. The zero value is the
+// Config configures a [Registry]. The zero value is the
 // Python service's layout: hash "chat:task:meta:<task id>" and string
 // "chat:task:op:<operation id>" holding the task id, both expiring after an
 // hour. The ids are appended to the prefixes as they are; the braces in the
 // Python source's "chat:task:meta:{task_id}" are string interpolation, not a
 // Redis Cluster hash tag.
-type RedisRegistryConfig struct {
+type Config struct {
 	// MetaPrefix is prepended to a task id to name the task's meta hash.
-	// Default: DefaultTaskMetaPrefix ("chat:task:meta:").
+	// Default: DefaultMetaPrefix ("chat:task:meta:").
 	MetaPrefix string
 
 	// OpPrefix is prepended to an operation id to name the key that holds
 	// the operation's task id. It must differ from MetaPrefix.
-	// Default: DefaultTaskOpPrefix ("chat:task:op:").
+	// Default: DefaultOpPrefix ("chat:task:op:").
 	OpPrefix string
 
-	// TTL is how long [RedisRegistry.Register] keeps both keys. It must not
+	// TTL is how long [Registry.Register] keeps both keys. It must not
 	// be negative, and if set, at least a millisecond.
-	// Default: DefaultTaskTTL (one hour, as the Python service).
+	// Default: DefaultTTL (one hour, as the Python service).
 	TTL time.Duration
 }
 
-// RedisRegistry is a [TaskRegistry] kept in Redis, in the layout of the Python
-// service's task registry (see [RedisRegistryConfig]), so Go and Python can
+// Registry is a [TaskRegistry] kept in Redis, in the layout of the Python
+// service's task registry (see [Config]), so Go and Python can
 // register and look up each other's tasks. It is safe for concurrent use.
 //
 // Round trips. With a *redis.Client (one node, including a Sentinel failover
@@ -84,7 +94,7 @@ type RedisRegistryConfig struct {
 // keys in other slots, so with any other client (a ClusterClient, a Ring, a
 // wrapper) LookupTask pipelines GET of the operation index with HGETALL of
 // the message's own task id (one round trip), and spends a second round trip
-// only when the index points to another task. [RedisRegistry.LookupTasks]
+// only when the index points to another task. [Registry.LookupTasks]
 // works that way for every client: at most two round trips per batch,
 // whatever its size.
 //
@@ -93,41 +103,41 @@ type RedisRegistryConfig struct {
 // it writes the meta hash and its TTL in one MULTI/EXEC and then the
 // operation index (SET with expiry, atomic by itself). SetStatus is a script
 // on the meta key alone and works with every client.
-type RedisRegistry struct {
-	client     RegistryClient
+type Registry struct {
+	client     Client
 	metaPrefix string
 	opPrefix   string
 	ttl        time.Duration
 	single     bool // client is one node: scripts may compute keys, MULTI may span keys
 }
 
-// NewRedisRegistry returns a registry that reads and writes tasks through
+// New returns a registry that reads and writes tasks through
 // client. Zero fields of cfg take their defaults. It returns an error
-// wrapping [ErrInvalidConfig], naming the field, when a field is invalid, and
+// wrapping [completion.ErrInvalidConfig], naming the field, when a field is invalid, and
 // an error when client is nil. It does not contact Redis.
-func NewRedisRegistry(client RegistryClient, cfg RedisRegistryConfig) (*RedisRegistry, error) {
+func New(client Client, cfg Config) (*Registry, error) {
 	if client == nil {
-		return nil, errors.New("completion: NewRedisRegistry: client is nil")
+		return nil, errors.New("completion: New: client is nil")
 	}
 	if cfg.MetaPrefix == "" {
-		cfg.MetaPrefix = DefaultTaskMetaPrefix
+		cfg.MetaPrefix = DefaultMetaPrefix
 	}
 	if cfg.OpPrefix == "" {
-		cfg.OpPrefix = DefaultTaskOpPrefix
+		cfg.OpPrefix = DefaultOpPrefix
 	}
 	switch {
 	case cfg.TTL == 0:
-		cfg.TTL = DefaultTaskTTL
+		cfg.TTL = DefaultTTL
 	case cfg.TTL < 0:
-		return nil, fmt.Errorf("%w: RedisRegistryConfig.TTL is %v; it must not be negative (zero means the default)", ErrInvalidConfig, cfg.TTL)
+		return nil, fmt.Errorf("%w: Config.TTL is %v; it must not be negative (zero means the default)", completion.ErrInvalidConfig, cfg.TTL)
 	case cfg.TTL < time.Millisecond:
-		return nil, fmt.Errorf("%w: RedisRegistryConfig.TTL is %v; Redis expiries count whole milliseconds", ErrInvalidConfig, cfg.TTL)
+		return nil, fmt.Errorf("%w: Config.TTL is %v; Redis expiries count whole milliseconds", completion.ErrInvalidConfig, cfg.TTL)
 	}
 	if cfg.MetaPrefix == cfg.OpPrefix {
-		return nil, fmt.Errorf("%w: RedisRegistryConfig.OpPrefix is %q, the same as MetaPrefix; the keys would collide", ErrInvalidConfig, cfg.OpPrefix)
+		return nil, fmt.Errorf("%w: Config.OpPrefix is %q, the same as MetaPrefix; the keys would collide", completion.ErrInvalidConfig, cfg.OpPrefix)
 	}
-	_, single := client.(*redis.Client)
-	return &RedisRegistry{
+	single := keys.TopologyOf(client) == keys.SingleNode
+	return &Registry{
 		client:     client,
 		metaPrefix: cfg.MetaPrefix,
 		opPrefix:   cfg.OpPrefix,
@@ -137,18 +147,18 @@ func NewRedisRegistry(client RegistryClient, cfg RedisRegistryConfig) (*RedisReg
 }
 
 // Config returns the registry's configuration with defaults filled in.
-func (r *RedisRegistry) Config() RedisRegistryConfig {
-	return RedisRegistryConfig{MetaPrefix: r.metaPrefix, OpPrefix: r.opPrefix, TTL: r.ttl}
+func (r *Registry) Config() Config {
+	return Config{MetaPrefix: r.metaPrefix, OpPrefix: r.opPrefix, TTL: r.ttl}
 }
 
 // LookupTask implements [TaskRegistry]: it looks the task up by operation id
 // first and, when the operation index is missing or points to a task whose
 // meta hash is gone, by task id. An empty id is not looked up. It returns an
-// error wrapping [ErrTaskNotFound] when neither is known, and any Redis
+// error wrapping [completion.ErrTaskNotFound] when neither is known, and any Redis
 // error (including WRONGTYPE for a key of another type) wrapped with the ids.
-func (r *RedisRegistry) LookupTask(ctx context.Context, operationID, taskID string) (Task, error) {
+func (r *Registry) LookupTask(ctx context.Context, operationID, taskID string) (completion.Task, error) {
 	if !r.single || operationID == "" {
-		tasks, errs := r.LookupTasks(ctx, []TaskKey{{OperationID: operationID, TaskID: taskID}})
+		tasks, errs := r.LookupTasks(ctx, []completion.TaskKey{{OperationID: operationID, TaskID: taskID}})
 		return tasks[0], errs[0]
 	}
 	keys := []string{r.opPrefix + operationID}
@@ -157,10 +167,10 @@ func (r *RedisRegistry) LookupTask(ctx context.Context, operationID, taskID stri
 	}
 	res, err := scripts.RegistryLookup.Run(ctx, r.client, keys, r.metaPrefix).Slice()
 	if err != nil {
-		return Task{}, registryLookupError(operationID, taskID, err)
+		return completion.Task{}, registryLookupError(operationID, taskID, err)
 	}
 	if len(res) == 0 {
-		return Task{}, registryNotFound(operationID, taskID)
+		return completion.Task{}, registryNotFound(operationID, taskID)
 	}
 	return registryTaskFromPairs(res), nil
 }
@@ -169,9 +179,9 @@ func (r *RedisRegistry) LookupTask(ctx context.Context, operationID, taskID stri
 // operation index with HGETALL of every key's own task id (one round trip),
 // then HGETALL of the tasks the indexes point to that were not fetched yet
 // (a second round trip, skipped when there are none). The result for each
-// key is the one [RedisRegistry.LookupTask] gives.
-func (r *RedisRegistry) LookupTasks(ctx context.Context, keys []TaskKey) ([]Task, []error) {
-	tasks := make([]Task, len(keys))
+// key is the one [Registry.LookupTask] gives.
+func (r *Registry) LookupTasks(ctx context.Context, keys []completion.TaskKey) ([]completion.Task, []error) {
+	tasks := make([]completion.Task, len(keys))
 	errs := make([]error, len(keys))
 	if len(keys) == 0 {
 		return tasks, errs
@@ -238,20 +248,20 @@ func (r *RedisRegistry) LookupTasks(ctx context.Context, keys []TaskKey) ([]Task
 // registryResolve picks the task for k from the meta hash its operation index points
 // to (byOp, nil if none) or else the one of its own task id (byTask, nil if
 // none). An error of either command is the lookup's error.
-func registryResolve(k TaskKey, byOp, byTask *redis.MapStringStringCmd) (Task, error) {
+func registryResolve(k completion.TaskKey, byOp, byTask *redis.MapStringStringCmd) (completion.Task, error) {
 	for _, cmd := range [2]*redis.MapStringStringCmd{byOp, byTask} {
 		if cmd == nil {
 			continue
 		}
 		m, err := cmd.Result()
 		if err != nil {
-			return Task{}, registryLookupError(k.OperationID, k.TaskID, err)
+			return completion.Task{}, registryLookupError(k.OperationID, k.TaskID, err)
 		}
 		if len(m) > 0 {
 			return registryTaskFromMap(m), nil
 		}
 	}
-	return Task{}, registryNotFound(k.OperationID, k.TaskID)
+	return completion.Task{}, registryNotFound(k.OperationID, k.TaskID)
 }
 
 // registrySettle makes sure every command of a pipeline that failed as a whole
@@ -277,17 +287,17 @@ func registrySettle(err error, cmds []redis.Cmder) {
 // whole, and, when t.OperationID is set, the operation index, both expiring
 // after the configured TTL. An empty Status is written as "running" and a
 // zero CreatedAt as the current time. It returns an error wrapping
-// [ErrInvalidTask] if t fails [Task.Validate], and Redis errors wrapped with
-// the task id. See [RedisRegistry] for how atomic the write is.
+// [completion.ErrInvalidTask] if t fails [Task.Validate], and Redis errors wrapped with
+// the task id. See [Registry] for how atomic the write is.
 //
 // Registering a task again under another operation id leaves the old
 // operation index in place until it expires; it still points to the task.
-func (r *RedisRegistry) Register(ctx context.Context, t Task) error {
+func (r *Registry) Register(ctx context.Context, t completion.Task) error {
 	if err := t.Validate(); err != nil {
-		return fmt.Errorf("completion: redis registry: register task %q: %w", t.TaskID, err)
+		return fmt.Errorf("redisregistry: register task %q: %w", t.TaskID, err)
 	}
 	if t.Status == "" {
-		t.Status = TaskStatusRunning
+		t.Status = StatusRunning
 	}
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = time.Now()
@@ -324,54 +334,54 @@ func (r *RedisRegistry) Register(ctx context.Context, t Task) error {
 		})
 	}
 	if err != nil {
-		return fmt.Errorf("completion: redis registry: register task %q: %w", t.TaskID, err)
+		return fmt.Errorf("redisregistry: register task %q: %w", t.TaskID, err)
 	}
 	return nil
 }
 
 // SetStatus sets the status of the task with the given id to `to` if it is
 // `from` now, atomically, and reports whether it did. The key's TTL is kept.
-// It returns false and an error wrapping [ErrTaskNotFound] if the task's meta
+// It returns false and an error wrapping [completion.ErrTaskNotFound] if the task's meta
 // hash does not exist, and false with no error if the status is another
 // (or absent). Redis errors are returned wrapped with the task id.
-func (r *RedisRegistry) SetStatus(ctx context.Context, taskID, from, to string) (bool, error) {
+func (r *Registry) SetStatus(ctx context.Context, taskID, from, to string) (bool, error) {
 	if taskID == "" {
-		return false, fmt.Errorf("%w: empty task id", ErrTaskNotFound)
+		return false, fmt.Errorf("%w: empty task id", completion.ErrTaskNotFound)
 	}
 	n, err := scripts.RegistryStatus.Run(ctx, r.client, []string{r.metaPrefix + taskID}, from, to).Int64()
 	switch {
 	case err != nil:
-		return false, fmt.Errorf("completion: redis registry: set status of task %q: %w", taskID, err)
+		return false, fmt.Errorf("redisregistry: set status of task %q: %w", taskID, err)
 	case n < 0:
-		return false, fmt.Errorf("%w: task %q", ErrTaskNotFound, taskID)
+		return false, fmt.Errorf("%w: task %q", completion.ErrTaskNotFound, taskID)
 	}
 	return n == 1, nil
 }
 
 // Complete moves the task from "running" to "completed"; see
-// [RedisRegistry.SetStatus].
-func (r *RedisRegistry) Complete(ctx context.Context, taskID string) (bool, error) {
-	return r.SetStatus(ctx, taskID, TaskStatusRunning, TaskStatusCompleted)
+// [Registry.SetStatus].
+func (r *Registry) Complete(ctx context.Context, taskID string) (bool, error) {
+	return r.SetStatus(ctx, taskID, StatusRunning, StatusCompleted)
 }
 
 // Fail moves the task from "running" to "failed"; see
-// [RedisRegistry.SetStatus].
-func (r *RedisRegistry) Fail(ctx context.Context, taskID string) (bool, error) {
-	return r.SetStatus(ctx, taskID, TaskStatusRunning, TaskStatusFailed)
+// [Registry.SetStatus].
+func (r *Registry) Fail(ctx context.Context, taskID string) (bool, error) {
+	return r.SetStatus(ctx, taskID, StatusRunning, StatusFailed)
 }
 
 func registryNotFound(operationID, taskID string) error {
-	return fmt.Errorf("%w: operation %q, task %q", ErrTaskNotFound, operationID, taskID)
+	return fmt.Errorf("%w: operation %q, task %q", completion.ErrTaskNotFound, operationID, taskID)
 }
 
 func registryLookupError(operationID, taskID string, err error) error {
-	return fmt.Errorf("completion: redis registry: look up operation %q, task %q: %w", operationID, taskID, err)
+	return fmt.Errorf("redisregistry: look up operation %q, task %q: %w", operationID, taskID, err)
 }
 
 // registryTaskFromMap builds a Task from an HGETALL reply. Unknown fields are
 // ignored, missing ones left empty.
-func registryTaskFromMap(m map[string]string) Task {
-	var t Task
+func registryTaskFromMap(m map[string]string) completion.Task {
+	var t completion.Task
 	for f, v := range m {
 		registrySetField(&t, f, v)
 	}
@@ -380,8 +390,8 @@ func registryTaskFromMap(m map[string]string) Task {
 
 // registryTaskFromPairs builds a Task from a script's flat HGETALL reply (field,
 // value, field, value, ...). Elements that are not strings are skipped.
-func registryTaskFromPairs(res []any) Task {
-	var t Task
+func registryTaskFromPairs(res []any) completion.Task {
+	var t completion.Task
 	for i := 0; i+1 < len(res); i += 2 {
 		f, ok1 := res[i].(string)
 		v, ok2 := res[i+1].(string)
@@ -392,7 +402,7 @@ func registryTaskFromPairs(res []any) Task {
 	return t
 }
 
-func registrySetField(t *Task, field, value string) {
+func registrySetField(t *completion.Task, field, value string) {
 	switch field {
 	case metaFieldTaskID:
 		t.TaskID = value
