@@ -13,6 +13,11 @@ var (
 	// holds a value the consumer cannot work with. The error names the field.
 	ErrInvalidConfig = errors.New("completion: invalid config")
 
+	// ErrNilArgument is returned when a required argument is nil (or a
+	// typed nil, such as a nil *redis.Client in an interface): a Redis
+	// client, a registry or a handler. The error names the argument.
+	ErrNilArgument = errors.New("completion: nil argument")
+
 	// ErrMalformed is the error every decoding and validation failure of a
 	// [Message] wraps. The wrapping error names the field and the problem,
 	// for example:

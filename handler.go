@@ -20,6 +20,14 @@ type Completion struct {
 	// Deliveries counts the deliveries of this entry, this one included: 1
 	// on the first, more on redeliveries after a failure or a crash.
 	Deliveries int64
+	// Stream is the key of the stream the entry was read from: the
+	// consumer's Config.Stream, or with Config.Partitions > 1 the
+	// partition's key. With Group and EntryID it names the pending entry,
+	// for a handler that acknowledges it itself, atomically with its own
+	// writes (the consumer's later XACK of it then does nothing).
+	Stream string
+	// Group is the consumer group the entry was delivered to.
+	Group string
 
 	// values are the entry's fields as the consumer read them (go-redis's
 	// map, shared, not copied: Field must not cost an allocation per

@@ -104,7 +104,7 @@ func (r *run) process(d *delivery) {
 		return
 	}
 
-	d.comp = Completion{Task: task, Message: d.msg, EntryID: d.id, Deliveries: d.count, values: d.values}
+	d.comp = Completion{Task: task, Message: d.msg, EntryID: d.id, Deliveries: d.count, Stream: r.cfg.Stream, Group: r.cfg.Group, values: d.values}
 	start := now()
 	err = r.call(ctx, &d.comp, log)
 	if r.cfg.Observer != nil {

@@ -146,6 +146,13 @@ func New(client Client, cfg Config) (*Registry, error) {
 	}, nil
 }
 
+// MetaKey returns the key of the meta hash of task taskID.
+func (r *Registry) MetaKey(taskID string) string { return r.metaPrefix + taskID }
+
+// OpKey returns the key of the operation index of operation operationID,
+// which holds its task's id.
+func (r *Registry) OpKey(operationID string) string { return r.opPrefix + operationID }
+
 // Config returns the registry's configuration with defaults filled in.
 func (r *Registry) Config() Config {
 	return Config{MetaPrefix: r.metaPrefix, OpPrefix: r.opPrefix, TTL: r.ttl}

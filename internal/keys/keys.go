@@ -6,6 +6,7 @@ package keys
 
 import (
 	"context"
+	"fmt"
 	"hash/fnv"
 	"strconv"
 	"strings"
@@ -68,6 +69,19 @@ func DeadLetterStream(stream string) string {
 		return stream + deadLetterSuffix
 	}
 	return "{" + stream + "}" + deadLetterSuffix
+}
+
+// CheckPartitions says why stream cannot be split into n partitions, if it
+// cannot: n must be from 1 to MaxPartitions, and a partitioned stream must
+// not carry a {hash tag}, which would pin every partition to one slot.
+func CheckPartitions(stream string, n int) error {
+	switch {
+	case n < 1 || n > MaxPartitions:
+		return fmt.Errorf("it must be from 1 to %d", MaxPartitions)
+	case n > 1 && HasHashTag(stream):
+		return fmt.Errorf("a partitioned stream must not carry a {hash tag} (the stream is %q): partitions get tags of their own", stream)
+	}
+	return nil
 }
 
 // PartitionStream returns the key of partition i (0 <= i < n) of stream

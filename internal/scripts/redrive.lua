@@ -10,8 +10,9 @@
 -- names starting with "dl_" or "orig_"), so every name comes back as the
 -- producer wrote it, in its order.
 --
--- Returns the new entry's id, or false when the dead letter is gone. An error
--- reply says why a dead letter cannot be redriven.
+-- Returns the new entry's id, or false when the dead letter is gone. A dead
+-- letter that cannot be redriven gets an error reply starting NOTREDRIVABLE
+-- that says why; nothing is written then.
 if not string.match(ARGV[1], '^%d+%-%d+$') then
   return redis.error_reply('ERR dead letter id ' .. ARGV[1] .. ' is not a full stream id (ms-seq)')
 end
@@ -34,12 +35,12 @@ for i = 1, #f, 2 do
 end
 if #args == 3 then
   if oversize then
-    return redis.error_reply('ERR dead letter ' .. ARGV[1] .. ' is of an oversize entry and holds only an excerpt of it')
+    return redis.error_reply('NOTREDRIVABLE dead letter ' .. ARGV[1] .. ' is of an oversize entry and holds only an excerpt of it')
   end
-  return redis.error_reply('ERR dead letter ' .. ARGV[1] .. ' holds no original fields')
+  return redis.error_reply('NOTREDRIVABLE dead letter ' .. ARGV[1] .. ' holds no original fields')
 end
 if (#args - 3) / 2 > tonumber(ARGV[2]) then
-  return redis.error_reply('ERR dead letter ' .. ARGV[1] .. ' holds ' .. ((#args - 3) / 2) .. ' fields, over the limit of ' .. ARGV[2])
+  return redis.error_reply('NOTREDRIVABLE dead letter ' .. ARGV[1] .. ' holds ' .. ((#args - 3) / 2) .. ' fields, over the limit of ' .. ARGV[2])
 end
 local id = redis.call(unpack(args))
 redis.call('XDEL', KEYS[1], ARGV[1])

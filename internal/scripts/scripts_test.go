@@ -132,6 +132,7 @@ func TestDeadLetterManyFieldsBecomesOversize(t *testing.T) {
 		// Its redrive is refused with a clear reason, and nothing moves.
 		err = scripts.Redrive.Run(ctx, rdb, []string{dead, stream}, msgs[0].ID, 1000).Err()
 		require.ErrorContains(t, err, "oversize")
+		require.True(t, redis.HasErrorPrefix(err, "NOTREDRIVABLE"), "%v", err)
 	})
 }
 
