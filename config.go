@@ -234,6 +234,16 @@ type Config struct {
 	// Default Stream + ":done:".
 	DedupPrefix string
 
+	// RequiredTaskFields are the Task fields, besides TaskID, that a task
+	// must have for its completions to be handed to the handler, by their
+	// Go names (see [Task.Require]); a completion of a task that lacks one
+	// is dead-lettered with reason "invalid_task". Give the registry the
+	// same list (MemoryRegistry.RequiredFields,
+	// redisregistry.Config.RequiredFields), so that it refuses such tasks
+	// when they are registered. An empty, non-nil list requires TaskID
+	// only. Default: SessionID and ToolCallID, the Python service's rule.
+	RequiredTaskFields []string
+
 	// Logger receives the consumer's logs. Untrusted text (error texts,
 	// panic values) is length-capped and escaped; results are never
 	// logged. Default slog.Default().
@@ -351,6 +361,11 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.DedupPrefix == "" {
 		c.DedupPrefix = c.Stream + ":done:"
+	}
+	if c.RequiredTaskFields == nil {
+		c.RequiredTaskFields = defaultRequiredTaskFields
+	} else if err := checkRequiredFields(c.RequiredTaskFields); err != nil {
+		return bad("RequiredTaskFields", c.RequiredTaskFields, err.Error())
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

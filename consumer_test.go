@@ -314,8 +314,10 @@ func TestMalformedEntriesAreDeadLetteredAndDoNotBlock(t *testing.T) {
 func TestInvalidTaskIsDeadLettered(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		stream := uniqueStream(t, b.rdb)
-		reg := &MemoryRegistry{}
-		reg.Register(Task{TaskID: "t-1", OperationID: "op-1"}) // no session, no tool call
+		// A registry that holds a task without session or tool call (one a
+		// Python service wrote, say): the consumer's rule refuses it.
+		reg := &MemoryRegistry{RequiredFields: []string{}}
+		require.NoError(t, reg.Register(Task{TaskID: "t-1", OperationID: "op-1"}))
 		h := newRecorder()
 		c := newTestConsumer(t, b.rdb, reg, h, testConfig(stream))
 		startConsumer(t, c)

@@ -5,7 +5,8 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/streamrelay/completion/internal/safetext"
 )
 
 // EventKind says what an [Event] reports.
@@ -147,39 +148,8 @@ func (r *run) observeDelivery(kind EventKind, d *delivery) {
 	}
 }
 
-// logText makes untrusted text safe for a log line: at most maxLogText
-// bytes, control characters and invalid UTF-8 escaped, so that error texts
-// and panic values that carry user data can neither flood the log nor forge
+// logText makes untrusted text safe for a log line: at most 256 bytes,
+// control characters and invalid UTF-8 escaped, so that error texts and
+// panic values that carry user data can neither flood the log nor forge
 // lines.
-func logText(s string) string {
-	const maxLogText = 256
-	clean := true
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == 0x7f || c >= utf8.RuneSelf {
-			clean = false
-			break
-		}
-	}
-	if clean && len(s) <= maxLogText {
-		return s
-	}
-	out := make([]byte, 0, min(len(s), maxLogText)+16)
-	for i := 0; i < len(s); {
-		if len(out) >= maxLogText {
-			return string(out) + "…(" + strconv.Itoa(len(s)) + " bytes)"
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			out = append(out, `\x`...)
-			out = append(out, "0123456789abcdef"[s[i]>>4], "0123456789abcdef"[s[i]&15])
-		case r < 0x20 || r == 0x7f || r == 0x2028 || r == 0x2029:
-			q := strconv.QuoteRune(r)
-			out = append(out, q[1:len(q)-1]...)
-		default:
-			out = append(out, s[i:i+size]...)
-		}
-		i += size
-	}
-	return string(out)
-}
+func logText(s string) string { return safetext.Cap(s, 256) }

@@ -99,7 +99,7 @@ func (r *run) process(d *delivery) {
 		}
 		return
 	}
-	if err := task.Validate(); err != nil {
+	if err := task.Require(r.cfg.RequiredTaskFields...); err != nil {
 		r.deadLetter(d, ReasonInvalidTask, err)
 		return
 	}

@@ -3,6 +3,7 @@ package completion
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -22,24 +23,61 @@ type Task struct {
 	CreatedAt time.Time
 }
 
-// Validate reports whether t can be handed to a handler: TaskID, SessionID
-// and ToolCallID must be set, as the Python consumer requires. The error
-// wraps [ErrInvalidTask] and names the empty fields.
-func (t Task) Validate() error {
+// Validate reports whether t can be handed to a handler under the Python
+// service's rule: TaskID, SessionID and ToolCallID must be set. It is
+// t.Require("SessionID", "ToolCallID").
+func (t Task) Validate() error { return t.Require(defaultRequiredTaskFields...) }
+
+// defaultRequiredTaskFields is the Python service's rule, the default of
+// Config.RequiredTaskFields and MemoryRegistry.RequiredFields.
+var defaultRequiredTaskFields = []string{"SessionID", "ToolCallID"}
+
+// Require reports whether t's TaskID and the fields named (by their Go
+// names: "SessionID", "UserID", "ToolCallID", "ToolName", "OperationID")
+// are set. The error wraps [ErrInvalidTask] and names the empty fields; a
+// name that is not one of these is an error wrapping [ErrInvalidConfig].
+func (t Task) Require(fields ...string) error {
 	var missing []string
 	if t.TaskID == "" {
 		missing = append(missing, "TaskID")
 	}
-	if t.SessionID == "" {
-		missing = append(missing, "SessionID")
-	}
-	if t.ToolCallID == "" {
-		missing = append(missing, "ToolCallID")
+	for _, f := range fields {
+		v, ok := t.field(f)
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: %q is not a Task field that can be required (want SessionID, UserID, ToolCallID, ToolName or OperationID)", ErrInvalidConfig, f)
+		case v == "":
+			missing = append(missing, f)
+		}
 	}
 	if missing != nil {
-		return fmt.Errorf("%w: empty %v", ErrInvalidTask, missing)
+		return fmt.Errorf("%w %q: empty %s", ErrInvalidTask, t.TaskID, strings.Join(missing, ", "))
 	}
 	return nil
+}
+
+// field returns the value of the Task field named name.
+func (t Task) field(name string) (string, bool) {
+	switch name {
+	case "TaskID":
+		return t.TaskID, true
+	case "SessionID":
+		return t.SessionID, true
+	case "UserID":
+		return t.UserID, true
+	case "ToolCallID":
+		return t.ToolCallID, true
+	case "ToolName":
+		return t.ToolName, true
+	case "OperationID":
+		return t.OperationID, true
+	}
+	return "", false
+}
+
+// checkRequiredFields checks a list of field names for Require.
+func checkRequiredFields(fields []string) error {
+	return Task{TaskID: "-", SessionID: "-", UserID: "-", ToolCallID: "-", ToolName: "-", OperationID: "-"}.Require(fields...)
 }
 
 // TaskRegistry finds the task a completion belongs to.
@@ -84,16 +122,32 @@ func (f TaskRegistryFunc) LookupTask(ctx context.Context, operationID, taskID st
 
 // MemoryRegistry is an in-memory [TaskRegistry] for tests, examples and
 // single-process programs. The zero value is ready to use, and it is safe for
-// concurrent use.
+// concurrent use. Its tasks live in one process: pods of a service that
+// share a stream need a registry they share, such as package redisregistry.
 type MemoryRegistry struct {
+	// RequiredFields are the Task fields Register requires besides TaskID,
+	// by their Go names (see [Task.Require]): set it to what
+	// Config.RequiredTaskFields requires. Default: SessionID and
+	// ToolCallID, the Python service's rule.
+	RequiredFields []string
+
 	mu     sync.RWMutex
 	byTask map[string]*Task
 	byOp   map[string]*Task
 }
 
 // Register adds or replaces t, indexed by its TaskID and, when set, its
-// OperationID.
-func (r *MemoryRegistry) Register(t Task) {
+// OperationID. It returns an error wrapping [ErrInvalidTask], and stores
+// nothing, when t lacks a required field (see RequiredFields), as
+// redisregistry's Register does.
+func (r *MemoryRegistry) Register(t Task) error {
+	required := r.RequiredFields
+	if required == nil {
+		required = defaultRequiredTaskFields
+	}
+	if err := t.Require(required...); err != nil {
+		return err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.byTask == nil {
@@ -108,6 +162,7 @@ func (r *MemoryRegistry) Register(t Task) {
 	if t.OperationID != "" {
 		r.byOp[t.OperationID] = p
 	}
+	return nil
 }
 
 // Remove deletes the task with the given id and its operation index.

@@ -77,6 +77,12 @@ type Config struct {
 	// Default: DefaultOpPrefix ("chat:task:op:").
 	OpPrefix string
 
+	// RequiredFields are the Task fields Register requires besides TaskID,
+	// by their Go names (see completion.Task.Require): give it what the
+	// consumers' Config.RequiredTaskFields requires. Default: SessionID and
+	// ToolCallID, the Python service's rule.
+	RequiredFields []string
+
 	// TTL is how long [Registry.Register] keeps both keys. It must not
 	// be negative, and if set, at least a millisecond.
 	// Default: DefaultTTL (one hour, as the Python service).
@@ -108,6 +114,7 @@ type Registry struct {
 	metaPrefix string
 	opPrefix   string
 	ttl        time.Duration
+	required   []string
 	single     bool // client is one node: scripts may compute keys, MULTI may span keys
 }
 
@@ -137,11 +144,18 @@ func New(client Client, cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("%w: Config.OpPrefix is %q, the same as MetaPrefix; the keys would collide", completion.ErrInvalidConfig, cfg.OpPrefix)
 	}
 	single := keys.TopologyOf(client) == keys.SingleNode
+	required := cfg.RequiredFields
+	if required == nil {
+		required = []string{"SessionID", "ToolCallID"}
+	} else if err := (completion.Task{TaskID: "-", SessionID: "-", UserID: "-", ToolCallID: "-", ToolName: "-", OperationID: "-"}).Require(required...); err != nil {
+		return nil, fmt.Errorf("%w: redisregistry.Config.RequiredFields: %v", completion.ErrInvalidConfig, err)
+	}
 	return &Registry{
 		client:     client,
 		metaPrefix: cfg.MetaPrefix,
 		opPrefix:   cfg.OpPrefix,
 		ttl:        cfg.TTL,
+		required:   required,
 		single:     single,
 	}, nil
 }
@@ -155,7 +169,7 @@ func (r *Registry) OpKey(operationID string) string { return r.opPrefix + operat
 
 // Config returns the registry's configuration with defaults filled in.
 func (r *Registry) Config() Config {
-	return Config{MetaPrefix: r.metaPrefix, OpPrefix: r.opPrefix, TTL: r.ttl}
+	return Config{MetaPrefix: r.metaPrefix, OpPrefix: r.opPrefix, TTL: r.ttl, RequiredFields: r.required}
 }
 
 // LookupTask implements [TaskRegistry]: it looks the task up by operation id
@@ -294,14 +308,16 @@ func registrySettle(err error, cmds []redis.Cmder) {
 // whole, and, when t.OperationID is set, the operation index, both expiring
 // after the configured TTL. An empty Status is written as "running" and a
 // zero CreatedAt as the current time. It returns an error wrapping
-// [completion.ErrInvalidTask] if t fails [Task.Validate], and Redis errors wrapped with
+// [completion.ErrInvalidTask], and writes nothing, when t lacks a field
+// Config.RequiredFields requires (see completion.Task.Require), the error
+// MemoryRegistry.Register returns for it; and Redis errors wrapped with
 // the task id. See [Registry] for how atomic the write is.
 //
 // Registering a task again under another operation id leaves the old
 // operation index in place until it expires; it still points to the task.
 func (r *Registry) Register(ctx context.Context, t completion.Task) error {
-	if err := t.Validate(); err != nil {
-		return fmt.Errorf("redisregistry: register task %q: %w", t.TaskID, err)
+	if err := t.Require(r.required...); err != nil {
+		return err
 	}
 	if t.Status == "" {
 		t.Status = StatusRunning

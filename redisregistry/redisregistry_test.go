@@ -174,9 +174,10 @@ func regCountingClient(t testing.TB, b redistest.Backend) (*redis.Client, *regRo
 
 func TestRedisRegistryConfigDefaults(t *testing.T) {
 	reg := newTestRedisRegistry(t, newMini(t), Config{})
-	assert.Equal(t, Config{MetaPrefix: "chat:task:meta:", OpPrefix: "chat:task:op:", TTL: 3600 * time.Second}, reg.Config())
+	assert.Equal(t, Config{MetaPrefix: "chat:task:meta:", OpPrefix: "chat:task:op:", TTL: 3600 * time.Second,
+		RequiredFields: []string{"SessionID", "ToolCallID"}}, reg.Config())
 
-	cfg := Config{MetaPrefix: "m:", OpPrefix: "o:", TTL: time.Minute}
+	cfg := Config{MetaPrefix: "m:", OpPrefix: "o:", TTL: time.Minute, RequiredFields: []string{"UserID"}}
 	assert.Equal(t, cfg, newTestRedisRegistry(t, newMini(t), cfg).Config())
 }
 

@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/streamrelay/completion"
+	"github.com/streamrelay/completion/inspect"
 )
 
 // action runs a command whose command line has been checked.
@@ -78,8 +80,11 @@ the N partitions' pending entries, oldest first, each named PARTITION/ID.`,
 					return nil, usagef("-count is %d; it must be positive", *count)
 				}
 				return func(ctx context.Context, e *env) error {
-					entries, err := e.in.Pending(ctx, e.g.group, *count)
+					entries, err := e.in.Pending(ctx, inspect.PendingQuery{Group: e.g.group, Count: *count})
 					if err != nil {
+						if strings.Contains(err.Error(), "NOGROUP") {
+							return fmt.Errorf("%w (choose the group with -group)", err)
+						}
 						return err
 					}
 					return e.print(pendingView(entries, e.partitioned()), func() error {
@@ -91,13 +96,15 @@ the N partitions' pending entries, oldest first, each named PARTITION/ID.`,
 	},
 	{
 		name:    "dead",
-		usage:   "[-count N] [-start ID]",
+		usage:   "[-count N] [-start ID] [-reason R]",
 		summary: "list dead letters: entries consumers gave up on, with the reason",
 		about: `Lists the dead-letter stream ("{STREAM}:dead", or "STREAM:dead" when the
 key has a {hash tag} already), oldest first: the dead letter's id (what
 redrive and purge take), when and why the entry was dead-lettered, its
 delivery count, its id in the stream, its operation and task, and the
 error. Page with -start: an id prefixed with "(" starts after that id.
+-reason shows only dead letters of one reason (task_not_found, malformed,
+oversize, invalid_task, permanent_error, max_deliveries, task_mismatch).
 With -partitions N it merges the dead-letter streams of the N partitions,
 oldest first, and names each dead letter PARTITION/ID (e.g.
 2/1700000000000-3): the form redrive, purge and -start take.`,
@@ -105,6 +112,7 @@ oldest first, and names each dead letter PARTITION/ID (e.g.
 		setup: func(fs *flag.FlagSet) func([]string) (action, error) {
 			count := fs.Int("count", 20, "show at most `N` dead letters")
 			start := fs.String("start", "-", "start at this dead-letter `ID` (\"-\": the oldest; \"(ID\": after ID)")
+			reason := fs.String("reason", "", "show only the dead letters of this `reason` (e.g. task_not_found)")
 			return func(args []string) (action, error) {
 				if len(args) > 0 {
 					return nil, usagef("dead takes no arguments, got %q", args)
@@ -116,24 +124,27 @@ oldest first, and names each dead letter PARTITION/ID (e.g.
 					if err := e.checkRefs([]string{*start}); err != nil {
 						return err
 					}
-					dls, err := e.in.DeadLetters(ctx, *start, *count)
+					page, err := e.in.DeadLetters(ctx, inspect.DeadLetterQuery{Start: *start, Count: *count, Reason: *reason})
 					if err != nil {
 						return err
 					}
-					return e.print(deadView(dls, e.partitioned()), func() error { return writeDead(e.stdout, dls, *count, e.partitioned()) })
+					return e.print(deadView(page.DeadLetters, e.partitioned()), func() error { return writeDead(e.stdout, page, *reason, e.partitioned()) })
 				}, nil
 			}
 		},
 	},
 	{
 		name:    "redrive",
-		usage:   "(ID... | -all | -range START END) [-limit N]",
+		usage:   "(ID... | -all | -reason R | -range START END) [-limit N]",
 		summary: "move dead letters back to the stream, to be handled again",
 		about: `Moves dead letters back to the stream: each is appended to the stream
 with its original fields (as a new entry, delivered to every group again)
-and deleted from the dead-letter stream. Give dead-letter ids (as "dead"
-lists them), or -all, or -range START END (both included; "-" and "+" are
-the oldest and the newest). -limit caps how many -all or -range move. On a
+and deleted from the dead-letter stream. Give full dead-letter ids (as
+"dead" lists them: ms-seq), or -all, or -reason R (every dead letter of that
+reason), or -range START END (both included; "-" and "+" are the oldest and
+the newest; a bare millisecond covers all of it). -limit caps how many -all
+or -range move. Dead letters of oversize entries hold only an excerpt and
+are left in place (purge them when done). On a
 single Redis node each entry moves exactly once even when two people
 redrive at the same time. Fix the cause first (register the task, deploy
 the handler fix), or the entries come straight back. With -partitions N
@@ -144,21 +155,29 @@ in the order "dead" lists them.`,
 		example: "completion redrive 1700000000000-0 1700000000000-1\ncompletion redrive -range - 1700000000999-0\ncompletion redrive -all\ncompletion -partitions 6 redrive 2/1700000000000-0 5/1700000000000-0",
 		setup: func(fs *flag.FlagSet) func([]string) (action, error) {
 			all := fs.Bool("all", false, "redrive every dead letter")
+			reason := fs.String("reason", "", "redrive every dead letter of this `reason`")
 			rng := fs.Bool("range", false, "redrive the dead letters from START to END (two arguments)")
 			limit := fs.Int("limit", 0, "with -all or -range: move at most `N` (0: no limit)")
 			return func(args []string) (action, error) {
-				var do func(ctx context.Context, in *completion.Inspector) (int, error)
+				var do func(ctx context.Context, in *inspect.Inspector) (int, error)
 				var refs []string // checked against -partitions when it runs
 				switch {
-				case *all && *rng:
-					return nil, usagef("give -all or -range, not both")
+				case *all && *rng, *all && *reason != "", *rng && *reason != "":
+					return nil, usagef("give one of -all, -reason and -range")
+				case *reason != "":
+					if len(args) > 0 || *limit != 0 {
+						return nil, usagef("-reason takes no ids and no -limit, got %q", args)
+					}
+					do = func(ctx context.Context, in *inspect.Inspector) (int, error) {
+						return in.RedriveReason(ctx, *reason)
+					}
 				case *limit < 0:
 					return nil, usagef("-limit is %d; it must not be negative", *limit)
 				case *all:
 					if len(args) > 0 {
 						return nil, usagef("-all takes no ids, got %q", args)
 					}
-					do = func(ctx context.Context, in *completion.Inspector) (int, error) {
+					do = func(ctx context.Context, in *inspect.Inspector) (int, error) {
 						return in.RedriveRange(ctx, "-", "+", *limit)
 					}
 				case *rng:
@@ -169,11 +188,11 @@ in the order "dead" lists them.`,
 						return nil, err
 					}
 					refs = args
-					do = func(ctx context.Context, in *completion.Inspector) (int, error) {
+					do = func(ctx context.Context, in *inspect.Inspector) (int, error) {
 						return in.RedriveRange(ctx, args[0], args[1], *limit)
 					}
 				case len(args) == 0:
-					return nil, usagef("give the ids of the dead letters to redrive, or -all, or -range START END")
+					return nil, usagef("give the ids of the dead letters to redrive, or -all, -reason R or -range START END")
 				case *limit != 0:
 					return nil, usagef("-limit goes with -all or -range, not with ids")
 				default:
@@ -181,7 +200,7 @@ in the order "dead" lists them.`,
 						return nil, err
 					}
 					refs = args
-					do = func(ctx context.Context, in *completion.Inspector) (int, error) {
+					do = func(ctx context.Context, in *inspect.Inspector) (int, error) {
 						return in.Redrive(ctx, args...)
 					}
 				}
@@ -191,8 +210,8 @@ in the order "dead" lists them.`,
 					}
 					n, err := do(ctx, e.in)
 					if err != nil {
-						if n > 0 {
-							fmt.Fprintf(e.stderr, "completion redrive: moved %d before the error\n", n)
+						if n > 0 || errors.Is(err, inspect.ErrNotRedrivable) {
+							fmt.Fprintf(e.stderr, "completion redrive: moved %d dead %s\n", n, plural(n, "letter", "letters"))
 						}
 						return err
 					}
@@ -226,7 +245,7 @@ streams of all N partitions.`,
 			all := fs.Bool("all", false, "delete every dead letter (needs -yes)")
 			yes := fs.Bool("yes", false, "confirm -all")
 			return func(args []string) (action, error) {
-				var do func(ctx context.Context, in *completion.Inspector) (int, error)
+				var do func(ctx context.Context, in *inspect.Inspector) (int, error)
 				var refs []string // checked against -partitions when it runs
 				switch {
 				case *all && len(args) > 0:
@@ -234,7 +253,7 @@ streams of all N partitions.`,
 				case *all && !*yes:
 					return nil, usagef("-all deletes every dead letter for good; add -yes to confirm")
 				case *all:
-					do = func(ctx context.Context, in *completion.Inspector) (int, error) { return in.PurgeAll(ctx) }
+					do = func(ctx context.Context, in *inspect.Inspector) (int, error) { return in.PurgeAll(ctx) }
 				case len(args) == 0:
 					return nil, usagef("give the ids of the dead letters to delete, or -all -yes")
 				default:
@@ -242,7 +261,7 @@ streams of all N partitions.`,
 						return nil, err
 					}
 					refs = args
-					do = func(ctx context.Context, in *completion.Inspector) (int, error) { return in.Purge(ctx, args...) }
+					do = func(ctx context.Context, in *inspect.Inspector) (int, error) { return in.Purge(ctx, args...) }
 				}
 				return func(ctx context.Context, e *env) error {
 					if err := e.checkRefs(refs); err != nil {
@@ -262,8 +281,9 @@ streams of all N partitions.`,
 							return err
 						})
 					}
-					return e.print(countView{Purged: &n, Stream: e.in.Config().DeadLetterStream}, func() error {
-						_, err := fmt.Fprintf(e.stdout, "Deleted %d dead %s from %s.\n", n, plural(n, "letter", "letters"), e.in.Config().DeadLetterStream)
+					dead := e.in.DeadLetterStreams()[0]
+					return e.print(countView{Purged: &n, Stream: dead}, func() error {
+						_, err := fmt.Fprintf(e.stdout, "Deleted %d dead %s from %s.\n", n, plural(n, "letter", "letters"), text(dead))
 						return err
 					})
 				}, nil
@@ -360,7 +380,7 @@ as they arrive.`,
 						}
 						fmt.Fprintf(e.stderr, "Following %s from %s; Ctrl-C to stop.\n", what, *from)
 					}
-					return e.in.Tail(ctx, *from, func(en completion.Entry) error {
+					return e.in.Tail(ctx, *from, func(en inspect.Entry) error {
 						if e.g.json {
 							return writeJSONLine(e.stdout, entryView(en, e.partitioned()))
 						}

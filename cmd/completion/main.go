@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -25,7 +26,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
 	"github.com/streamrelay/completion"
+	"github.com/streamrelay/completion/inspect"
+	"github.com/streamrelay/completion/internal/safetext"
 )
 
 // Exit codes.
@@ -95,7 +99,7 @@ type env struct {
 	g      globals
 	stdout io.Writer
 	stderr io.Writer
-	in     *completion.Inspector
+	in     *inspect.Inspector
 }
 
 // partitioned reports whether the command works on all partitions of a
@@ -186,7 +190,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageFailure(stderr, name, err)
 	}
 	defer client.Close()
-	in, err := completion.NewInspector(client, completion.InspectorConfig{Stream: stream, Group: g.group, Partitions: g.partitions})
+	in, err := inspect.New(client, inspect.Config{Stream: stream, Group: g.group, Partitions: g.partitions})
 	if err != nil {
 		return usageFailure(stderr, name, err)
 	}
@@ -201,11 +205,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if errors.As(err, &ue) {
 			return usageFailure(stderr, name, err)
 		}
-		if strings.HasPrefix(err.Error(), "completion: ") { // says what failed
-			fmt.Fprintln(stderr, err)
-		} else {
-			fmt.Fprintf(stderr, "completion %s: %v\n", name, err)
-		}
+		// The library's errors name their package and operation; here the
+		// command's name says both.
+		msg := strings.TrimPrefix(err.Error(), "inspect: ")
+		msg = strings.TrimPrefix(msg, name+": ")
+		fmt.Fprintf(stderr, "completion %s: %s\n", name, safetext.Escape(msg))
 		return exitError
 	}
 	return exitOK
@@ -213,10 +217,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // usageFailure reports a usage error and returns exit status 2.
 func usageFailure(stderr io.Writer, command string, err error) int {
+	msg := safetext.Escape(err.Error())
 	if command == "" {
-		fmt.Fprintf(stderr, "completion: %v\nRun 'completion help' for usage.\n", err)
+		fmt.Fprintf(stderr, "completion: %s\nRun 'completion help' for usage.\n", msg)
 	} else {
-		fmt.Fprintf(stderr, "completion %s: %v\nRun 'completion help %s' for usage.\n", command, err, command)
+		fmt.Fprintf(stderr, "completion %s: %s\nRun 'completion help %s' for usage.\n", command, msg, safetext.Escape(command))
 	}
 	return exitUsage
 }
@@ -243,13 +248,14 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 // newClient connects to addr: host:port, or a redis:// or rediss:// URL
-// (with user, password and database number).
+// (with user, password and database number). Its errors never show the
+// password.
 func newClient(addr string) (*redis.Client, error) {
 	var opts *redis.Options
 	if strings.Contains(addr, "://") {
 		o, err := redis.ParseURL(addr)
 		if err != nil {
-			return nil, fmt.Errorf("-addr %q: %w", addr, err)
+			return nil, fmt.Errorf("-addr %q: %s", redactURL(addr), redactPassword(err.Error(), addr))
 		}
 		opts = o
 	} else {
@@ -262,12 +268,52 @@ func newClient(addr string) (*redis.Client, error) {
 	return redis.NewClient(opts), nil
 }
 
+// redactURL returns addr with the password of its user info replaced by
+// "xxxxx", also when addr does not parse as a URL.
+func redactURL(addr string) string {
+	if u, err := url.Parse(addr); err == nil {
+		return u.Redacted()
+	}
+	scheme, rest, ok := strings.Cut(addr, "://")
+	if !ok {
+		return addr
+	}
+	userinfo, host, ok := strings.Cut(rest, "@")
+	if !ok {
+		return addr
+	}
+	if user, _, hasPassword := strings.Cut(userinfo, ":"); hasPassword {
+		return scheme + "://" + user + ":xxxxx@" + host
+	}
+	return addr
+}
+
+// redactPassword replaces the password of addr's user info, wherever it
+// appears in text, with "xxxxx".
+func redactPassword(text, addr string) string {
+	_, rest, _ := strings.Cut(addr, "://")
+	userinfo, _, ok := strings.Cut(rest, "@")
+	if !ok {
+		return text
+	}
+	if _, password, ok := strings.Cut(userinfo, ":"); ok && password != "" {
+		text = strings.ReplaceAll(text, password, "xxxxx")
+		if p, err := url.PathUnescape(password); err == nil && p != "" {
+			text = strings.ReplaceAll(text, p, "xxxxx")
+		}
+	}
+	return text
+}
+
 // streamKey returns the key to work on: the stream, or with -partition I/N
 // its partition I (completion.PartitionStream), whose default dead-letter
 // stream is then the partition's, as for a partitioned Consumer. With
 // -partitions N it is the stream's name, of which the Inspector then works
 // on all N partitions.
 func (g *globals) streamKey() (string, error) {
+	if g.stream == "" {
+		return "", errors.New("-stream is empty; name the stream (the default is " + completion.DefaultStream + ")")
+	}
 	if g.partitions != 0 {
 		switch {
 		case g.partition != "":

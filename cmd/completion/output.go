@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/streamrelay/completion"
+	"github.com/streamrelay/completion/inspect"
+	"github.com/streamrelay/completion/internal/safetext"
 )
 
 // print writes v as JSON under -json, or calls table otherwise.
@@ -75,7 +77,7 @@ type consumerJSON struct {
 	IdleMS  int64  `json:"idle_ms"`
 }
 
-func infoView(si completion.StreamInfo) infoJSON {
+func infoView(si inspect.StreamInfo) infoJSON {
 	v := streamView(si)
 	for i, p := range si.Partitions {
 		v.Partitions = append(v.Partitions, partitionJSON{Index: i, Owner: p.Owner, infoJSON: streamView(p)})
@@ -83,7 +85,7 @@ func infoView(si completion.StreamInfo) infoJSON {
 	return v
 }
 
-func streamView(si completion.StreamInfo) infoJSON {
+func streamView(si inspect.StreamInfo) infoJSON {
 	v := infoJSON{
 		Stream: si.Stream, Exists: si.Exists, Length: si.Length, FirstID: si.FirstID, LastID: si.LastID,
 		DeadLetterStream: si.DeadLetterStream, DeadLetterLength: si.DeadLetterLength,
@@ -113,7 +115,7 @@ type pendingJSON struct {
 	Stream    string `json:"stream,omitempty"`
 }
 
-func pendingView(entries []completion.PendingEntry, partitioned bool) []pendingJSON {
+func pendingView(entries []inspect.PendingEntry, partitioned bool) []pendingJSON {
 	v := make([]pendingJSON, 0, len(entries))
 	for _, p := range entries {
 		pj := pendingJSON{ID: p.ID, Consumer: p.Consumer, IdleMS: p.Idle.Milliseconds(), Deliveries: p.Deliveries}
@@ -146,7 +148,7 @@ type deadJSON struct {
 	DeadLetterStream string `json:"dead_letter_stream,omitempty"`
 }
 
-func deadView(dls []completion.DeadLetter, partitioned bool) []deadJSON {
+func deadView(dls []inspect.DeadLetter, partitioned bool) []deadJSON {
 	v := make([]deadJSON, 0, len(dls))
 	for _, dl := range dls {
 		d := deadJSON{
@@ -176,7 +178,7 @@ type entryJSON struct {
 	Stream    string `json:"stream,omitempty"`
 }
 
-func entryView(e completion.Entry, partitioned bool) entryJSON {
+func entryView(e inspect.Entry, partitioned bool) entryJSON {
 	v := entryJSON{ID: e.ID, Message: messageJSON(e.Message), DecodeError: errString(e.DecodeErr), Fields: e.Fields}
 	if partitioned {
 		v.Partition, v.Stream = &e.Partition, e.Stream
@@ -226,7 +228,7 @@ func newTable(w io.Writer) *tabwriter.Writer {
 
 // writeInfo prints the stream's state; of a partitioned stream the totals,
 // then a line per partition with the pending count and lag of group.
-func writeInfo(w io.Writer, si completion.StreamInfo, group string) error {
+func writeInfo(w io.Writer, si inspect.StreamInfo, group string) error {
 	tw := newTable(w)
 	now := time.Now()
 	parts := ""
@@ -234,9 +236,9 @@ func writeInfo(w io.Writer, si completion.StreamInfo, group string) error {
 		parts = fmt.Sprintf(" (%d partitions)", n)
 	}
 	if si.Exists {
-		fmt.Fprintf(tw, "Stream\t%s%s\n", si.Stream, parts)
+		fmt.Fprintf(tw, "Stream\t%s%s\n", text(si.Stream), parts)
 	} else {
-		fmt.Fprintf(tw, "Stream\t%s%s (does not exist)\n", si.Stream, parts)
+		fmt.Fprintf(tw, "Stream\t%s%s (does not exist)\n", text(si.Stream), parts)
 	}
 	fmt.Fprintf(tw, "Entries\t%d\n", si.Length)
 	if si.FirstID != "" {
@@ -245,9 +247,9 @@ func writeInfo(w io.Writer, si completion.StreamInfo, group string) error {
 	}
 	switch {
 	case si.Partitions == nil:
-		fmt.Fprintf(tw, "Dead letters\t%d in %s\n", si.DeadLetterLength, si.DeadLetterStream)
+		fmt.Fprintf(tw, "Dead letters\t%d in %s\n", si.DeadLetterLength, text(si.DeadLetterStream))
 	case si.DeadLetterStream != "":
-		fmt.Fprintf(tw, "Dead letters\t%d in %s (shared by the partitions)\n", si.DeadLetterLength, si.DeadLetterStream)
+		fmt.Fprintf(tw, "Dead letters\t%d in %s (shared by the partitions)\n", si.DeadLetterLength, text(si.DeadLetterStream))
 	default:
 		fmt.Fprintf(tw, "Dead letters\t%d in the partitions' dead-letter streams\n", si.DeadLetterLength)
 	}
@@ -268,7 +270,7 @@ func writeInfo(w io.Writer, si completion.StreamInfo, group string) error {
 		if g.LagKnown {
 			lag = strconv.FormatInt(g.Lag, 10)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", g.Name, len(g.Consumers), g.Pending, lag, g.LastDeliveredID)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", text(g.Name), len(g.Consumers), g.Pending, lag, text(g.LastDeliveredID))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -278,10 +280,10 @@ func writeInfo(w io.Writer, si completion.StreamInfo, group string) error {
 	fmt.Fprintln(tw, "GROUP\tCONSUMER\tPENDING\tIDLE")
 	for _, g := range si.Groups {
 		if len(g.Consumers) == 0 {
-			fmt.Fprintf(tw, "%s\t(none)\t\t\n", g.Name)
+			fmt.Fprintf(tw, "%s\t(none)\t\t\n", text(g.Name))
 		}
 		for _, c := range g.Consumers {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", g.Name, c.Name, c.Pending, duration(c.Idle))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", text(g.Name), text(c.Name), c.Pending, duration(c.Idle))
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -294,19 +296,19 @@ func writeInfo(w io.Writer, si completion.StreamInfo, group string) error {
 // the totals: its owner in the group ("-" when none), entries, group's pending count and lag ("-" where the
 // partition has no such group, "?" where Redis cannot tell the lag), and
 // dead letters (left out when the partitions share a dead-letter stream).
-func writePartitions(w io.Writer, si completion.StreamInfo, group string) error {
+func writePartitions(w io.Writer, si inspect.StreamInfo, group string) error {
 	if si.Partitions == nil {
 		return nil
 	}
 	shared := si.DeadLetterStream != ""
-	fmt.Fprintf(w, "\nPartitions (pending and lag of group %s):\n", group)
+	fmt.Fprintf(w, "\nPartitions (pending and lag of group %s):\n", text(group))
 	tw := newTable(w)
 	if shared {
 		fmt.Fprintln(tw, "PARTITION\tSTREAM\tOWNER\tENTRIES\tPENDING\tLAG")
 	} else {
 		fmt.Fprintln(tw, "PARTITION\tSTREAM\tOWNER\tENTRIES\tPENDING\tLAG\tDEAD LETTERS")
 	}
-	row := func(name, key, owner string, length int64, g completion.GroupInfo, ok bool, dead int64) {
+	row := func(name, key, owner string, length int64, g inspect.GroupInfo, ok bool, dead int64) {
 		pending, lag := "-", "-"
 		if ok {
 			pending, lag = strconv.FormatInt(g.Pending, 10), "?"
@@ -321,12 +323,12 @@ func writePartitions(w io.Writer, si completion.StreamInfo, group string) error 
 		}
 	}
 	for i, p := range si.Partitions {
-		key := p.Stream
+		key := text(p.Stream)
 		if !p.Exists {
 			key += " (does not exist)"
 		}
 		g, ok := p.Group(group)
-		owner := p.Owner
+		owner := text(p.Owner)
 		if owner == "" {
 			owner = "-"
 		}
@@ -339,9 +341,9 @@ func writePartitions(w io.Writer, si completion.StreamInfo, group string) error 
 
 // writePending prints pending entries; of a partitioned stream named
 // PARTITION/ID.
-func writePending(w io.Writer, group string, entries []completion.PendingEntry, count int, partitioned bool) error {
+func writePending(w io.Writer, group string, entries []inspect.PendingEntry, count int, partitioned bool) error {
 	if len(entries) == 0 {
-		_, err := fmt.Fprintf(w, "No pending entries in group %s.\n", group)
+		_, err := fmt.Fprintf(w, "No pending entries in group %s.\n", text(group))
 		return err
 	}
 	tw := newTable(w)
@@ -351,11 +353,7 @@ func writePending(w io.Writer, group string, entries []completion.PendingEntry, 
 		fmt.Fprintln(tw, "ID\tCONSUMER\tIDLE\tDELIVERIES")
 	}
 	for _, p := range entries {
-		id := p.ID
-		if partitioned {
-			id = strconv.Itoa(p.Partition) + "/" + p.ID
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", id, p.Consumer, duration(p.Idle), p.Deliveries)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", text(p.Ref), text(p.Consumer), duration(p.Idle), p.Deliveries)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -367,10 +365,15 @@ func writePending(w io.Writer, group string, entries []completion.PendingEntry, 
 	return nil
 }
 
-// writeDead prints dead letters; of a partitioned stream named
+// writeDead prints a page of dead letters; of a partitioned stream named
 // PARTITION/ID, as redrive and purge take them.
-func writeDead(w io.Writer, dls []completion.DeadLetter, count int, partitioned bool) error {
-	if len(dls) == 0 {
+func writeDead(w io.Writer, page inspect.DeadLetterPage, reason string, partitioned bool) error {
+	dls := page.DeadLetters
+	if len(dls) == 0 && page.Next == "" {
+		if reason != "" {
+			_, err := fmt.Fprintf(w, "No dead letters of reason %s.\n", safetext.Escape(reason))
+			return err
+		}
 		_, err := fmt.Fprintln(w, "No dead letters.")
 		return err
 	}
@@ -389,14 +392,22 @@ func writeDead(w io.Writer, dls []completion.DeadLetter, count int, partitioned 
 		if dl.Message != nil {
 			op, task = dl.Message.OperationID, dl.Message.TaskID
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", dl.Ref, when, dl.Reason, dl.Deliveries, dl.SourceID,
-			cell(op, 24), cell(task, 24), cell(dl.Error, 60))
+		errText := dl.Error
+		if !dl.Redrivable() && dl.Excerpt != "" {
+			errText = fmt.Sprintf("%s [%d bytes, %d fields; cannot be redriven]", errText, dl.Size, dl.FieldCount)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", cell(dl.Ref, 40), when, cell(dl.Reason, 20), dl.Deliveries, cell(dl.SourceID, 40),
+			cell(op, 24), cell(task, 24), cell(errText, 60))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(dls) == count {
-		_, err := fmt.Fprintf(w, "More may follow: completion dead -start '(%s'\n", dls[len(dls)-1].Ref)
+	if page.Next != "" {
+		more := "completion dead -start '" + page.Next + "'"
+		if reason != "" {
+			more += " -reason " + reason
+		}
+		_, err := fmt.Fprintf(w, "More may follow: %s\n", safetext.Escape(more))
 		return err
 	}
 	return nil
@@ -404,11 +415,8 @@ func writeDead(w io.Writer, dls []completion.DeadLetter, count int, partitioned 
 
 // writeEntry prints one tailed entry on one line; of a partitioned stream
 // named PARTITION/ID.
-func writeEntry(w io.Writer, e completion.Entry, partitioned bool) error {
-	id := e.ID
-	if partitioned {
-		id = strconv.Itoa(e.Partition) + "/" + e.ID
-	}
+func writeEntry(w io.Writer, e inspect.Entry, partitioned bool) error {
+	id := text(e.Ref)
 	if e.Message == nil {
 		keys := make([]string, 0, len(e.Fields))
 		for k := range e.Fields {
@@ -417,7 +425,7 @@ func writeEntry(w io.Writer, e completion.Entry, partitioned bool) error {
 		sort.Strings(keys)
 		var fields []string
 		for _, k := range keys {
-			fields = append(fields, k+"="+strconv.Quote(cell(e.Fields[k], 60)))
+			fields = append(fields, text(k)+"="+strconv.Quote(cell(e.Fields[k], 60)))
 		}
 		_, err := fmt.Fprintf(w, "%s  UNDECODABLE %s  %s\n", id, cell(errString(e.DecodeErr), 100), strings.Join(fields, " "))
 		return err
@@ -431,13 +439,15 @@ func writeEntry(w io.Writer, e completion.Entry, partitioned bool) error {
 	if detail == "" {
 		detail = "null"
 	}
-	_, err := fmt.Fprintf(w, "%s  %s  op=%s task=%s  %s\n", id, outcome, m.OperationID, m.TaskID, cell(detail, 120))
+	_, err := fmt.Fprintf(w, "%s  %s  op=%s task=%s  %s\n", id, outcome, cell(m.OperationID, 200), cell(m.TaskID, 200), cell(detail, 120))
 	return err
 }
 
-// cell makes s fit a table cell: one line, at most n runes.
+// cell makes untrusted s fit a table cell: one line, control characters
+// escaped (so that it cannot move the cursor, retitle the terminal or forge
+// a line), at most n runes.
 func cell(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = safetext.Escape(strings.Join(strings.Fields(s), " "))
 	if r := []rune(s); len(r) > n {
 		return string(r[:n-1]) + "…"
 	}
@@ -446,6 +456,9 @@ func cell(s string, n int) string {
 	}
 	return s
 }
+
+// text makes untrusted s safe to print on one line (see safetext.Escape).
+func text(s string) string { return safetext.Escape(s) }
 
 // duration rounds d for a table.
 func duration(d time.Duration) string {
