@@ -85,6 +85,8 @@ type DeadLetterPage struct {
 	// Next is the Start of the next page, "" when there is none. With a
 	// Reason, a page may hold fewer than Count dead letters and still have
 	// a next one: DeadLetters looks at most ScanLimit dead letters per call.
+	// With a Reason, Next is also set when dead letters follow that were
+	// not looked at, so the next page may hold none.
 	Next string
 }
 
@@ -135,7 +137,11 @@ func (in *Inspector) DeadLetters(ctx context.Context, q DeadLetterQuery) (DeadLe
 			out.DeadLetters = append(out.DeadLetters, dl)
 		}
 	}
-	if cur.more() {
+	more, err := cur.more(ctx)
+	if err != nil {
+		return DeadLetterPage{}, err
+	}
+	if more {
 		out.Next = "(" + last
 	}
 	return out, nil
@@ -379,15 +385,8 @@ func (c *deadCursor) fill(ctx context.Context, h *deadHead) error {
 // next returns the next dead letter and the index of its source, or false
 // when there is none left.
 func (c *deadCursor) next(ctx context.Context) (redis.XMessage, int, bool, error) {
-	for len(c.refill) > 0 {
-		h := c.refill[0]
-		if err := c.fill(ctx, h); err != nil {
-			return redis.XMessage{}, 0, false, err
-		}
-		c.refill = c.refill[1:]
-		if len(h.buf) > 0 {
-			heap.Push(&c.heads, h)
-		}
+	if err := c.refillAll(ctx); err != nil {
+		return redis.XMessage{}, 0, false, err
 	}
 	if len(c.heads) == 0 {
 		return redis.XMessage{}, 0, false, nil
@@ -408,5 +407,27 @@ func (c *deadCursor) next(ctx context.Context) (redis.XMessage, int, bool, error
 	return m, h.src, true, nil
 }
 
-// more reports whether the cursor may have dead letters left.
-func (c *deadCursor) more() bool { return len(c.heads) > 0 || len(c.refill) > 0 }
+// refillAll reads the next page of every source whose buffer ran out.
+func (c *deadCursor) refillAll(ctx context.Context) error {
+	for len(c.refill) > 0 {
+		h := c.refill[0]
+		if err := c.fill(ctx, h); err != nil {
+			return err
+		}
+		c.refill = c.refill[1:]
+		if len(h.buf) > 0 {
+			heap.Push(&c.heads, h)
+		}
+	}
+	return nil
+}
+
+// more reports whether the cursor has dead letters left. It reads the next
+// page of sources whose buffer ran out, so that a source that filled its
+// last page exactly does not count as having more.
+func (c *deadCursor) more(ctx context.Context) (bool, error) {
+	if err := c.refillAll(ctx); err != nil {
+		return false, err
+	}
+	return len(c.heads) > 0, nil
+}

@@ -92,7 +92,11 @@ func (in *Inspector) Pending(ctx context.Context, q PendingQuery) ([]PendingEntr
 	if err := in.allNoGroup(noGroup, group); err != nil {
 		return nil, err
 	}
-	out := make([]PendingEntry, 0, n)
+	total := 0
+	for _, l := range lists {
+		total += len(l)
+	}
+	out := make([]PendingEntry, 0, total) // not n: a count may be far above what there is
 	for _, l := range lists {
 		out = append(out, l...)
 	}
