@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/streamrelay/completion/internal/engine"
 	"github.com/streamrelay/completion/internal/redistest"
 )
 
@@ -38,20 +39,23 @@ import (
 //	EVALSHA, EVAL        the scripts (go-redis sends EVALSHA, then EVAL when the script is not cached)
 //	CLIENT ID, UNBLOCK   optional: interrupt the blocked read at shutdown (without them, shutdown waits up to Config.Block)
 //	EXISTS, SET          only with Config.DedupTTL, on the DedupPrefix keys
-//	GET SET DEL PEXPIRE  only with Config.Partitions > 1: the owner keys, in the acquire and release scripts
-//	ZADD ZREMRANGEBYSCORE ZCARD ZREM TIME  only with Config.Partitions > 1: the member set, in the heartbeat script and at shutdown
+//	ZADD ZREMRANGEBYSCORE ZRANGE PEXPIRE TIME  the member set, in the heartbeat script
+//	ZREM                 leave the member set at shutdown
+//	GET SET DEL          only with Config.Partitions > 1: the owner keys, in the acquire, renew and release scripts
 //
 // Keys: the stream, the dead-letter stream (read and write: EVAL declares
-// its keys read-write), and with DedupTTL the DedupPrefix keys. With
-// Partitions > 1, every key "<stream>:*": the partitions, their dead-letter
-// streams, the owner keys, the member set (and the default DedupPrefix).
+// its keys read-write), the member set "<stream>:members:<group>", and with
+// DedupTTL the DedupPrefix keys. With Partitions > 1, every key
+// "<stream>:*": the partitions, their dead-letter streams, the owner keys,
+// the member set (and the default DedupPrefix).
 var (
 	consumerACLCommands = []string{
 		"xgroup|create", "xreadgroup", "xautoclaim", "xpending", "xclaim", "xack", "xadd", "xrange",
 		"xinfo|consumers", "xgroup|delconsumer", "evalsha", "eval", "client|id", "client|unblock",
+		"zadd", "zremrangebyscore", "zrange", "pexpire", "time", "zrem",
 	}
 	consumerDedupACLCommands     = []string{"exists", "set"}
-	consumerPartitionACLCommands = []string{"get", "set", "del", "pexpire", "zadd", "zremrangebyscore", "zcard", "zrem", "time"}
+	consumerPartitionACLCommands = []string{"get", "set", "del"}
 	publisherACLCommands         = []string{"xadd"}
 )
 
@@ -71,7 +75,7 @@ func aclGlob(key string) string {
 // consumerACLRules returns the ACL SETUSER rules (after "reset on
 // >password") for a consumer with configuration cfg (defaults filled in).
 func consumerACLRules(cfg Config) []string {
-	rules := []string{"~" + aclGlob(cfg.Stream), "~" + aclGlob(cfg.DeadLetterStream)}
+	rules := []string{"~" + aclGlob(cfg.Stream), "~" + aclGlob(cfg.DeadLetterStream), "~" + aclGlob(cfg.Stream+":members:") + "*"}
 	cmds := consumerACLCommands
 	if cfg.Partitions > 1 {
 		rules = []string{"~" + aclGlob(cfg.Stream) + ":*"}
@@ -439,6 +443,8 @@ func TestACLMissingPermissionEndsRun(t *testing.T) {
 		// "ERR ACL failure in script: ...".
 		{name: "no XADD in the dead-letter script", drop: aclCmdRule("xadd"), setup: malformed,
 			want: []string{"dead-letter", "script"}, inScript: true},
+		{name: "no ZADD in the heartbeat script", drop: aclCmdRule("zadd"),
+			want: []string{"heartbeat", "script"}, inScript: true},
 		{name: "no XINFO CONSUMERS in the stale-consumer script", drop: aclCmdRule("xinfo|consumers"),
 			want: []string{"stale", "script"}, inScript: true},
 		{name: "no XGROUP DELCONSUMER in the stale-consumer script", drop: aclCmdRule("xgroup|delconsumer"),
@@ -512,26 +518,18 @@ func aclKeyRule(key func(Config) string) func(Config) []string {
 	return func(c Config) []string { return []string{"~" + aclGlob(key(c))} }
 }
 
-// requireScriptRefusalIsFatal skips the test when the library does not
-// recognise Redis's answer to a command refused inside a script as fatal.
-//
-// KNOWN LIBRARY BUG (client.go, isFatal): Redis answers a command or key
-// refused inside a script with an "ERR" error, not "NOPERM" (7.0: "ERR The
-// user executing the script can't run this command or subcommand" / "...
-// can't access at least one of the keys mentioned in the command
-// arguments"; 7.2+: "ERR ACL failure in script: ..."). isFatal only looks
-// for NOPERM, so such a refusal is retried forever. Once isFatal matches
-// these texts, the tests that call this run instead of being skipped.
+// requireScriptRefusalIsFatal checks that the library treats Redis's answer
+// to a command refused inside a script as fatal. Redis answers it with an
+// "ERR" error, not "NOPERM" (7.0: "ERR The user executing the script can't
+// run this command or subcommand" / "... can't access at least one of the
+// keys mentioned in the command arguments"; 7.2+: "ERR ACL failure in
+// script: ..."); were it not fatal, Run would retry it forever.
 func requireScriptRefusalIsFatal(t *testing.T, rdb *redis.Client) {
 	t.Helper()
-	// TIME is granted to no consumer: a script calling it is refused.
-	err := rdb.Eval(context.Background(), "return redis.call('time')", nil).Err()
+	// DBSIZE is granted to no consumer: a script calling it is refused.
+	err := rdb.Eval(context.Background(), "return redis.call('dbsize')", nil).Err()
 	require.Error(t, err, "a script could run a command the user was not granted")
-	t.Logf("a refusal inside a script reads: %v", err)
-	if !isFatal(err) {
-		t.Skipf("KNOWN LIBRARY BUG: isFatal (client.go) does not treat %q as fatal, so Run retries this refusal forever; "+
-			"match the prefixes \"ERR The user executing the script can't\" and \"ERR ACL failure in script\"", err)
-	}
+	require.True(t, engine.IsFatal(err), "a refusal inside a script must be fatal: %v", err)
 }
 
 // aclRefusingGroupClient is a RedisClient whose XGROUP CREATE fails with err.
@@ -546,32 +544,23 @@ func (c aclRefusingGroupClient) XGroupCreateMkStream(ctx context.Context, _, _, 
 	return cmd
 }
 
-// requireFatalGroupCreateEndsRun skips the test when Run hangs after a
-// fatal refusal of XGROUP CREATE.
-//
-// KNOWN LIBRARY BUG (run.go, (*run).run): when createGroup returns an
-// ErrRedisFatal error, run closes readerDone and waits for the watcher
-// goroutine (<-watchDone), but the watcher only returns when ctx is done or
-// r.stop is closed, and nothing closes r.stop on this path: Run blocks
-// until its context is cancelled and then returns the error. Closing
-// r.stop first (r.fail(err)) fixes it. Once fixed, the tests that call this
-// run instead of being skipped.
+// requireFatalGroupCreateEndsRun checks that Run returns at once, with the
+// error, after a fatal refusal of XGROUP CREATE (it used to wait for its
+// context).
 func requireFatalGroupCreateEndsRun(t *testing.T, rdb *redis.Client, refusal error) {
 	t.Helper()
-	require.True(t, isFatal(refusal), "not fatal: %v", refusal)
+	require.True(t, engine.IsFatal(refusal), "not fatal: %v", refusal)
 	c := newTestConsumer(t, aclRefusingGroupClient{rdb, refusal}, registryWith(1), newRecorder(), testConfig("acl:probe"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
+	case err := <-done:
+		require.ErrorIs(t, err, ErrRedisFatal)
+	case <-time.After(10 * time.Second):
 		cancel()
-		err := <-done
-		t.Skipf("KNOWN LIBRARY BUG: Run does not return after a fatal XGROUP CREATE refusal until its context is cancelled "+
-			"(run.go: the createGroup error path waits for the watcher, which waits for ctx or r.stop; call r.fail(err) first); "+
-			"after cancel it returned %v", err)
+		t.Fatalf("Run did not return after a fatal XGROUP CREATE refusal; after cancel it returned %v", <-done)
 	}
 }
 

@@ -85,7 +85,7 @@ func benchDrain(b *testing.B, conc, healthy, poison int) {
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		st := c.Stats()
-		if st.Succeeded == int64(healthy) && st.DeadLettered == int64(poison) {
+		if st.Handled == int64(healthy) && st.DeadLettered == int64(poison) {
 			if p, err := rdb.XPending(ctx, stream, "g").Result(); err == nil && p.Count == 0 {
 				break
 			}

@@ -107,7 +107,7 @@ func TestCluster(t *testing.T) {
 		}
 		eventually(t, func() bool { return cpending(t, rdb, stream, "g") == 0 }, "entries left unacknowledged")
 		require.NoError(t, stop())
-		assert.Equal(t, int64(n), c.Stats().Succeeded)
+		assert.Equal(t, int64(n), c.Stats().Handled)
 		assert.Empty(t, cdeadLetters(t, rdb, stream))
 	})
 
@@ -247,7 +247,7 @@ func TestCluster(t *testing.T) {
 		bc := newTestConsumer(t, rdb, registryWith(1), slow, cfgB)
 		startConsumer(t, bc)
 		cpublish(t, rdb, stream, Message{OperationID: "op-1", TaskID: "t-1", Success: true})
-		eventually(t, func() bool { return a.Stats().Succeeded+bc.Stats().Succeeded == 1 }, "not handled")
+		eventually(t, func() bool { return a.Stats().Handled+bc.Stats().Handled == 1 }, "not handled")
 		eventually(t, func() bool { return cpending(t, rdb, stream, "g") == 0 }, "not acked")
 		assert.Equal(t, int32(1), calls.Load(), "the handler ran more than once")
 		assert.Zero(t, a.Stats().Reclaimed+bc.Stats().Reclaimed)

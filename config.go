@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -16,27 +17,37 @@ import (
 // [Publish] where it says so. The stream and group names match the Python
 // service the wire format comes from, so both can share a stream.
 const (
-	DefaultStream           = "chat:completions"
-	DefaultGroup            = "chat_consumers"
-	DefaultDeadLetterSuffix = ":dead"
-	DefaultMaxLen           = 10000
-	DefaultBlock            = 5 * time.Second
-	DefaultBatchSize        = 500
-	DefaultConcurrency      = 16
-	DefaultClaimMinIdle     = 60 * time.Second
-	DefaultClaimInterval    = 5 * time.Second
-	DefaultMaxDeliveries    = 5
-	DefaultRetryBackoff     = time.Second
-	DefaultMaxRetryBackoff  = 30 * time.Second
-	DefaultAckDelay         = time.Millisecond
-	DefaultShutdownTimeout  = 30 * time.Second
-	DefaultMaxPayloadBytes  = 1 << 20
-	DefaultMaxIDBytes       = 512
-	DefaultMaxErrorBytes    = 64 << 10
-	DefaultErrorBackoff     = 100 * time.Millisecond
-	DefaultMaxErrorBackoff  = 10 * time.Second
-	DefaultStaleConsumerAge = time.Hour
+	DefaultStream            = "chat:completions"
+	DefaultGroup             = "chat_consumers"
+	DefaultMaxLen            = 10000
+	DefaultBlock             = 5 * time.Second
+	DefaultBatchSize         = 500
+	DefaultConcurrency       = 16
+	DefaultClaimMinIdle      = 60 * time.Second
+	DefaultClaimInterval     = 5 * time.Second
+	DefaultMaxDeliveries     = 5
+	DefaultRetryBackoff      = time.Second
+	DefaultMaxRetryBackoff   = 30 * time.Second
+	DefaultAckDelay          = time.Millisecond
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultStartTimeout      = 30 * time.Second
+	DefaultMaxPayloadBytes   = 1 << 20
+	DefaultMaxReadAheadBytes = 64 << 20
+	DefaultMaxIDBytes        = 512
+	DefaultMaxErrorBytes     = 64 << 10
+	DefaultErrorBackoff      = 100 * time.Millisecond
+	DefaultMaxErrorBackoff   = 10 * time.Second
+	DefaultStaleConsumerAge  = time.Hour
 )
+
+// NoStartTimeout, as Config.StartTimeout, makes Run wait for Redis for as
+// long as its context lasts.
+const NoStartTimeout = time.Duration(math.MaxInt64)
+
+// minClaimMinIdle is the shortest Config.ClaimMinIdle accepted: below it,
+// an entry a consumer is about to acknowledge, or whose lease is due, would
+// be taken over by another.
+const minClaimMinIdle = 100 * time.Millisecond
 
 // NotFoundPolicy says what the consumer does with an entry whose task the
 // [TaskRegistry] does not know ([ErrTaskNotFound]).
@@ -107,13 +118,13 @@ type Config struct {
 	// owner that cannot renew its ownership stops reading the partition and
 	// cancels its handlers' context before the ownership can expire (a
 	// quarter of ClaimMinIdle before, by a timer that does not wait for
-	// Redis), so order holds across
-	// owners as long as handlers honour that cancellation. Coordination uses a
-	// member set (MembersKey) and an owner key per partition (OwnerKey),
-	// renewed every LeaseInterval. Unless DeadLetterStream is set, each
-	// partition has its own dead-letter stream in its slot. The Stream name
-	// must not carry a {hash tag}. Default 1: the stream itself, as the
-	// Python side writes it, read by every consumer of the group at once.
+	// Redis), so order holds across owners as long as handlers honour that
+	// cancellation. Coordination uses the member set "<Stream>:members:<Group>"
+	// and an owner key per partition, "<partition>:owner:<Group>", renewed
+	// every LeaseInterval. Unless DeadLetterStream is set, each partition has
+	// its own dead-letter stream in its slot. The Stream name must not carry
+	// a {hash tag}. Default 1: the stream itself, as the Python side writes
+	// it, read by every consumer of the group at once.
 	Partitions int
 
 	// DeadLetterMaxLen trims the dead-letter stream with MAXLEN ~ on every
@@ -124,12 +135,25 @@ type Config struct {
 	// Block is how long one XREADGROUP waits for new entries. It must be at
 	// least 1ms: go-redis turns shorter values into BLOCK 0, which waits
 	// forever. Cancelling Run's context interrupts the wait on a
-	// *redis.Client or *redis.ClusterClient. Default DefaultBlock.
+	// *redis.Client or *redis.ClusterClient (or a client that embeds one).
+	// Default DefaultBlock.
 	Block time.Duration
 
-	// BatchSize is the COUNT of each XREADGROUP and XAUTOCLAIM and the most
-	// acknowledgements sent in one XACK. Default DefaultBatchSize.
+	// BatchSize is the most entries one XREADGROUP or XAUTOCLAIM brings in
+	// (COUNT) and the most acknowledgements sent in one XACK. Default
+	// DefaultBatchSize.
 	BatchSize int
+
+	// MaxReadAheadBytes bounds the memory the consumer holds in entries
+	// read and not yet acknowledged: it reads no more while that much is
+	// held, and one read brings at most as many entries as the free part
+	// would hold if each were as large as MaxPayloadBytes allows (so the
+	// defaults read 64 entries at a time, not BatchSize). Raise it for
+	// throughput with small entries; a burst of large entries then slows
+	// reading instead of growing the heap. Entries over MaxPayloadBytes are
+	// read once each (Redis hands a whole entry over) and dead-lettered
+	// without their bodies. Default DefaultMaxReadAheadBytes.
+	MaxReadAheadBytes int64
 
 	// Concurrency is the most handlers that run at once. Default
 	// DefaultConcurrency.
@@ -149,7 +173,10 @@ type Config struct {
 	// another consumer may take it over with XAUTOCLAIM (the Python side
 	// uses 60 s). A consumer that holds an entry longer, because its handler
 	// is slow, renews its claim every LeaseInterval so that it is not taken
-	// away. Default DefaultClaimMinIdle.
+	// away; one whose claim may have lapsed while it waited (a paused
+	// process) checks that it still owns the entry before its handler
+	// starts. It must be at least 100ms and at least ten times AckDelay.
+	// Default DefaultClaimMinIdle.
 	ClaimMinIdle time.Duration
 
 	// ClaimInterval is how often the consumer looks for stale entries of
@@ -157,8 +184,8 @@ type Config struct {
 	ClaimInterval time.Duration
 
 	// LeaseInterval is how often the consumer renews its claim on the
-	// entries it holds. It must be at most half of ClaimMinIdle. Default
-	// ClaimMinIdle / 3.
+	// entries it holds, and announces itself in the group's member set. It
+	// must be at most half of ClaimMinIdle. Default ClaimMinIdle / 3.
 	LeaseInterval time.Duration
 
 	// MaxDeliveries is how many times an entry is delivered before it is
@@ -178,6 +205,25 @@ type Config struct {
 	// NotFound says what happens to an entry whose task is unknown. Default
 	// NotFoundDeadLetter.
 	NotFound NotFoundPolicy
+
+	// TrustOperationID hands a completion to the handler also when its task
+	// id and the id of the task its operation id names are both set and
+	// differ, as the Python consumer does (it looks tasks up by operation id
+	// first). By default such an entry is dead-lettered with reason
+	// "task_mismatch": an entry that names one task's operation and another
+	// task could complete a task it does not belong to. Set it only when
+	// producers put another id than the task's in task_id. Default false.
+	TrustOperationID bool
+
+	// RequiredTaskFields are the Task fields, besides TaskID, that a task
+	// must have for its completions to be handed to the handler, by their
+	// Go names (see [Task.Require]); a completion of a task that lacks one
+	// is dead-lettered with reason "invalid_task". Give the registry the
+	// same list (MemoryRegistry.RequiredFields,
+	// redisregistry.Config.RequiredFields), so that it refuses such tasks
+	// when they are registered. An empty, non-nil list requires TaskID
+	// only. Default: SessionID and ToolCallID, the Python service's rule.
+	RequiredTaskFields []string
 
 	// MaxPayloadBytes is the largest entry the consumer decodes: its "data"
 	// field, and with other fields (WithField) their names and values
@@ -205,6 +251,15 @@ type Config struct {
 	// cancelled. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 
+	// StartTimeout bounds how long Run tries to reach Redis and create (or
+	// find) its group when it starts: if it cannot within StartTimeout,
+	// Run returns an error wrapping [ErrStartTimeout] and the last Redis
+	// error (a refused dial, a wrong password, a TLS failure), instead of
+	// retrying quietly forever. Once started, Redis errors never end Run.
+	// NoStartTimeout waits for as long as Run's context lasts. Default
+	// DefaultStartTimeout.
+	StartTimeout time.Duration
+
 	// ErrorBackoff is the first wait after a Redis error; waits double, with
 	// jitter, up to MaxErrorBackoff while errors go on. Default
 	// DefaultErrorBackoff.
@@ -216,33 +271,26 @@ type Config struct {
 
 	// StaleConsumerAge is how long another consumer of the group must have
 	// been idle, holding no pending entries, before this consumer deletes it
-	// from the group. The check and the delete are one atomic step, so a
-	// consumer that holds entries is never deleted. Default
-	// DefaultStaleConsumerAge.
+	// from the group. A consumer that is alive (it announces itself in the
+	// group's member set every LeaseInterval) is never deleted, and the
+	// check and the delete are one atomic step, so a consumer that holds
+	// entries is never deleted either. Default DefaultStaleConsumerAge.
 	StaleConsumerAge time.Duration
 
 	// DedupTTL, when positive, turns on duplicate suppression: the consumer
-	// records each operation id it handled successfully for this long, and
-	// acknowledges a redelivered completion of a recorded operation without
-	// calling the handler again. It is a check before the handler, not a
-	// lock: two deliveries of one operation handled at the same moment (the
-	// producer published it twice, and both are read in one batch) can both
-	// run; OrderByTask serialises them within a consumer. Default 0 (off).
+	// records each operation id it handed over successfully for this long
+	// (the record is written before the XACK; if it cannot be, the entry
+	// stays pending until it can), and acknowledges a redelivered
+	// completion of a recorded operation without calling the handler
+	// again. It is a check before the handler, not a lock: two deliveries
+	// of one operation handled at the same moment (the producer published
+	// it twice, and both are read in one batch) can both run; OrderByTask
+	// serialises them within a consumer. Default 0 (off).
 	DedupTTL time.Duration
 
 	// DedupPrefix is the key prefix of duplicate-suppression records.
 	// Default Stream + ":done:".
 	DedupPrefix string
-
-	// RequiredTaskFields are the Task fields, besides TaskID, that a task
-	// must have for its completions to be handed to the handler, by their
-	// Go names (see [Task.Require]); a completion of a task that lacks one
-	// is dead-lettered with reason "invalid_task". Give the registry the
-	// same list (MemoryRegistry.RequiredFields,
-	// redisregistry.Config.RequiredFields), so that it refuses such tasks
-	// when they are registered. An empty, non-nil list requires TaskID
-	// only. Default: SessionID and ToolCallID, the Python service's rule.
-	RequiredTaskFields []string
 
 	// Logger receives the consumer's logs. Untrusted text (error texts,
 	// panic values) is length-capped and escaped; results are never
@@ -255,10 +303,28 @@ type Config struct {
 }
 
 // withDefaults returns a copy of c with defaults filled in and checks it.
+// Every error wraps ErrInvalidConfig and names the field.
 func (c Config) withDefaults() (Config, error) {
-	bad := func(field string, v any, why string) (Config, error) {
-		return Config{}, fmt.Errorf("%w: %s is %v; %s", ErrInvalidConfig, field, v, why)
+	for _, step := range []func(*Config) error{
+		(*Config).defaultNames,
+		(*Config).defaultSizes,
+		(*Config).defaultDurations,
+		(*Config).checkRelations,
+		(*Config).defaultRest,
+	} {
+		if err := step(&c); err != nil {
+			return Config{}, err
+		}
 	}
+	return c, nil
+}
+
+// bad returns the error for field, holding v, for why.
+func bad(field string, v any, why string) error {
+	return fmt.Errorf("%w: %s is %v; %s", ErrInvalidConfig, field, v, why)
+}
+
+func (c *Config) defaultNames() error {
 	if c.Stream == "" {
 		c.Stream = DefaultStream
 	}
@@ -269,13 +335,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.Consumer = defaultConsumerName()
 	}
 	if err := defaultInt(&c.Partitions, 1, "Partitions"); err != nil {
-		return Config{}, err
+		return err
 	}
-	if c.Partitions > MaxPartitions {
-		return bad("Partitions", c.Partitions, fmt.Sprintf("it must be at most %d", MaxPartitions))
-	}
-	if c.Partitions > 1 && keys.HasHashTag(c.Stream) {
-		return bad("Partitions", c.Partitions, fmt.Sprintf("a partitioned Stream must not carry a {hash tag} (Stream is %q): partitions get tags of their own", c.Stream))
+	if err := keys.CheckPartitions(c.Stream, c.Partitions); err != nil {
+		return bad("Partitions", c.Partitions, err.Error())
 	}
 	if c.DeadLetterStream == "" {
 		c.DeadLetterStream = DeadLetterStreamFor(c.Stream)
@@ -283,34 +346,49 @@ func (c Config) withDefaults() (Config, error) {
 	if c.DeadLetterStream == c.Stream {
 		return bad("DeadLetterStream", c.DeadLetterStream, "it must differ from Stream")
 	}
+	if c.DedupPrefix == "" {
+		c.DedupPrefix = c.Stream + ":done:"
+	}
+	return nil
+}
+
+func (c *Config) defaultSizes() error {
+	for _, f := range []struct {
+		p    *int
+		def  int
+		name string
+	}{
+		{&c.BatchSize, DefaultBatchSize, "BatchSize"},
+		{&c.Concurrency, DefaultConcurrency, "Concurrency"},
+		{&c.MaxDeliveries, DefaultMaxDeliveries, "MaxDeliveries"},
+		{&c.MaxPayloadBytes, DefaultMaxPayloadBytes, "MaxPayloadBytes"},
+		{&c.MaxIDBytes, DefaultMaxIDBytes, "MaxIDBytes"},
+		{&c.MaxErrorBytes, DefaultMaxErrorBytes, "MaxErrorBytes"},
+	} {
+		if err := defaultInt(f.p, f.def, f.name); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.MaxReadAheadBytes == 0:
+		c.MaxReadAheadBytes = DefaultMaxReadAheadBytes
+	case c.MaxReadAheadBytes < 0:
+		return bad("MaxReadAheadBytes", c.MaxReadAheadBytes, "it must be positive (zero means the default)")
+	}
 	if c.DeadLetterMaxLen < 0 {
 		return bad("DeadLetterMaxLen", c.DeadLetterMaxLen, "it must be 0 (no trimming) or positive")
 	}
+	return nil
+}
+
+func (c *Config) defaultDurations() error {
 	switch {
 	case c.Block == 0:
 		c.Block = DefaultBlock
 	case c.Block < time.Millisecond:
 		return bad("Block", c.Block, "it must be at least 1ms (go-redis sends shorter values as BLOCK 0, which waits forever)")
 	}
-	if err := defaultInt(&c.BatchSize, DefaultBatchSize, "BatchSize"); err != nil {
-		return Config{}, err
-	}
-	if err := defaultInt(&c.Concurrency, DefaultConcurrency, "Concurrency"); err != nil {
-		return Config{}, err
-	}
-	if err := defaultInt(&c.MaxDeliveries, DefaultMaxDeliveries, "MaxDeliveries"); err != nil {
-		return Config{}, err
-	}
-	if err := defaultInt(&c.MaxPayloadBytes, DefaultMaxPayloadBytes, "MaxPayloadBytes"); err != nil {
-		return Config{}, err
-	}
-	if err := defaultInt(&c.MaxIDBytes, DefaultMaxIDBytes, "MaxIDBytes"); err != nil {
-		return Config{}, err
-	}
-	if err := defaultInt(&c.MaxErrorBytes, DefaultMaxErrorBytes, "MaxErrorBytes"); err != nil {
-		return Config{}, err
-	}
-	durations := []struct {
+	for _, d := range []struct {
 		name string
 		p    *time.Duration
 		def  time.Duration
@@ -321,11 +399,11 @@ func (c Config) withDefaults() (Config, error) {
 		{"MaxRetryBackoff", &c.MaxRetryBackoff, DefaultMaxRetryBackoff},
 		{"AckDelay", &c.AckDelay, DefaultAckDelay},
 		{"ShutdownTimeout", &c.ShutdownTimeout, DefaultShutdownTimeout},
+		{"StartTimeout", &c.StartTimeout, DefaultStartTimeout},
 		{"ErrorBackoff", &c.ErrorBackoff, DefaultErrorBackoff},
 		{"MaxErrorBackoff", &c.MaxErrorBackoff, DefaultMaxErrorBackoff},
 		{"StaleConsumerAge", &c.StaleConsumerAge, DefaultStaleConsumerAge},
-	}
-	for _, d := range durations {
+	} {
 		switch {
 		case *d.p == 0:
 			*d.p = d.def
@@ -333,25 +411,8 @@ func (c Config) withDefaults() (Config, error) {
 			return bad(d.name, *d.p, "it must be positive (zero means the default)")
 		}
 	}
-	if c.ClaimMinIdle < time.Millisecond {
-		return bad("ClaimMinIdle", c.ClaimMinIdle, "it must be at least 1ms")
-	}
-	switch {
-	case c.LeaseInterval == 0:
+	if c.LeaseInterval == 0 {
 		c.LeaseInterval = c.ClaimMinIdle / 3
-	case c.LeaseInterval < 0 || c.LeaseInterval > c.ClaimMinIdle/2:
-		// Renewals reach an entry up to 1.5 LeaseInterval after it was last
-		// touched; that must stay under ClaimMinIdle with room to spare.
-		return bad("LeaseInterval", c.LeaseInterval, fmt.Sprintf("it must be positive and at most half of ClaimMinIdle (%v)", c.ClaimMinIdle))
-	}
-	if c.MaxRetryBackoff < c.RetryBackoff {
-		return bad("MaxRetryBackoff", c.MaxRetryBackoff, fmt.Sprintf("it must not be shorter than RetryBackoff (%v)", c.RetryBackoff))
-	}
-	if c.MaxErrorBackoff < c.ErrorBackoff {
-		return bad("MaxErrorBackoff", c.MaxErrorBackoff, fmt.Sprintf("it must not be shorter than ErrorBackoff (%v)", c.ErrorBackoff))
-	}
-	if c.NotFound < NotFoundDeadLetter || c.NotFound > NotFoundDrop {
-		return bad("NotFound", int(c.NotFound), "it must be NotFoundDeadLetter, NotFoundRetry or NotFoundDrop")
 	}
 	switch {
 	case c.DedupTTL < 0:
@@ -359,9 +420,33 @@ func (c Config) withDefaults() (Config, error) {
 	case c.DedupTTL > 0 && c.DedupTTL < time.Millisecond:
 		return bad("DedupTTL", c.DedupTTL, "it must be at least 1ms")
 	}
-	if c.DedupPrefix == "" {
-		c.DedupPrefix = c.Stream + ":done:"
+	return nil
+}
+
+// checkRelations checks the values that must fit together.
+func (c *Config) checkRelations() error {
+	switch {
+	case c.ClaimMinIdle < minClaimMinIdle:
+		return bad("ClaimMinIdle", c.ClaimMinIdle, fmt.Sprintf("it must be at least %v: another consumer would take entries over that this one is about to acknowledge", minClaimMinIdle))
+	case c.ClaimMinIdle < 10*c.AckDelay:
+		return bad("ClaimMinIdle", c.ClaimMinIdle, fmt.Sprintf("it must be at least ten times AckDelay (%v)", c.AckDelay))
+	case c.LeaseInterval < 0 || c.LeaseInterval > c.ClaimMinIdle/2:
+		// Renewals reach an entry up to 1.5 LeaseInterval after it was last
+		// touched; that must stay under ClaimMinIdle with room to spare.
+		return bad("LeaseInterval", c.LeaseInterval, fmt.Sprintf("it must be positive and at most half of ClaimMinIdle (%v)", c.ClaimMinIdle))
+	case c.MaxRetryBackoff < c.RetryBackoff:
+		return bad("MaxRetryBackoff", c.MaxRetryBackoff, fmt.Sprintf("it must not be shorter than RetryBackoff (%v)", c.RetryBackoff))
+	case c.MaxErrorBackoff < c.ErrorBackoff:
+		return bad("MaxErrorBackoff", c.MaxErrorBackoff, fmt.Sprintf("it must not be shorter than ErrorBackoff (%v)", c.ErrorBackoff))
+	case c.NotFound < NotFoundDeadLetter || c.NotFound > NotFoundDrop:
+		return bad("NotFound", int(c.NotFound), "it must be NotFoundDeadLetter, NotFoundRetry or NotFoundDrop")
+	case c.MaxReadAheadBytes < int64(c.MaxPayloadBytes):
+		return bad("MaxReadAheadBytes", c.MaxReadAheadBytes, fmt.Sprintf("it must hold at least one entry of MaxPayloadBytes (%d)", c.MaxPayloadBytes))
 	}
+	return nil
+}
+
+func (c *Config) defaultRest() error {
 	if c.RequiredTaskFields == nil {
 		c.RequiredTaskFields = defaultRequiredTaskFields
 	} else if err := checkRequiredFields(c.RequiredTaskFields); err != nil {
@@ -370,7 +455,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	return c, nil
+	return nil
 }
 
 func defaultInt(p *int, def int, name string) error {
@@ -402,11 +487,11 @@ func defaultConsumerName() string {
 }
 
 // DeadLetterStreamFor returns the default dead-letter stream of stream: the
-// stream's name with DefaultDeadLetterSuffix, hash-tagged so that both keys
-// live in the same Redis Cluster slot. A stream name that has a hash tag
-// already keeps it: "{orders}:done" gives "{orders}:done:dead", and
-// "chat:completions" gives "{chat:completions}:dead". A name with braces
-// but no usable tag just gets the suffix, and may land in another slot.
+// stream's name with ":dead", hash-tagged so that both keys live in the same
+// Redis Cluster slot. A stream name that has a hash tag already keeps it:
+// "{orders}:done" gives "{orders}:done:dead", and "chat:completions" gives
+// "{chat:completions}:dead". A name with braces but no usable tag just gets
+// the suffix, and may land in another slot.
 func DeadLetterStreamFor(stream string) string {
 	return keys.DeadLetterStream(stream)
 }

@@ -95,7 +95,7 @@ func TestConsumerHandlesAndAcks(t *testing.T) {
 		eventually(t, func() bool { return pendingCount(t, b.rdb, stream, "g") == 0 }, "entries left unacknowledged")
 		require.NoError(t, stop())
 		st := c.Stats()
-		assert.Equal(t, int64(n), st.Succeeded)
+		assert.Equal(t, int64(n), st.Handled)
 		assert.Equal(t, int64(0), st.InFlight)
 		assert.Empty(t, deadLetters(t, b.rdb, stream))
 	})

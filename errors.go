@@ -39,6 +39,13 @@ var (
 	// another Config.Consumer name) to read in parallel.
 	ErrRunning = errors.New("completion: consumer is already running")
 
+	// ErrStartTimeout is returned by [Consumer.Run] when it could not reach
+	// Redis and create or find its group within Config.StartTimeout. The
+	// error also wraps the last Redis error, which says what failed: a
+	// refused dial (the address), NOAUTH or WRONGPASS (the credentials), a
+	// certificate error (TLS).
+	ErrStartTimeout = errors.New("completion: could not start")
+
 	// ErrShutdownTimeout is returned by [Consumer.Run] when handlers still
 	// ran after Config.ShutdownTimeout and did not return after their context
 	// was cancelled either. Their entries stay pending and will be reclaimed;

@@ -94,9 +94,9 @@ func ExamplePermanent() {
 	// true
 }
 
-// HandlerFuncs splits successes from failures, as the Python service does.
-func ExampleHandlerFuncs() {
-	h := completion.HandlerFuncs{
+// ByOutcome splits successes from failures, as the Python service does.
+func ExampleByOutcome() {
+	h := completion.ByOutcome{
 		Success: func(ctx context.Context, task completion.Task, result json.RawMessage) error {
 			fmt.Println("success:", task.TaskID, string(result))
 			return nil

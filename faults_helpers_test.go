@@ -266,8 +266,8 @@ func (h *handledListReader) sync(ctx context.Context, rdb *redis.Client, l *faul
 	}
 }
 
-// deadLetter is one entry of the dead-letter stream, as the ledger sees it.
-type deadLetter struct {
+// deadLetterRec is one entry of the dead-letter stream, as the ledger sees it.
+type deadLetterRec struct {
 	sourceID string
 	reason   string
 	opID     string // from the data field, when it decodes
@@ -275,8 +275,8 @@ type deadLetter struct {
 }
 
 // readDeadLetters returns the whole dead-letter stream, page by page.
-func readDeadLetters(ctx context.Context, rdb *redis.Client, stream string) ([]deadLetter, error) {
-	var out []deadLetter
+func readDeadLetters(ctx context.Context, rdb *redis.Client, stream string) ([]deadLetterRec, error) {
+	var out []deadLetterRec
 	start := "-"
 	for {
 		msgs, err := rdb.XRangeN(ctx, stream, start, "+", 1000).Result()
@@ -284,7 +284,7 @@ func readDeadLetters(ctx context.Context, rdb *redis.Client, stream string) ([]d
 			return nil, err
 		}
 		for _, m := range msgs {
-			d := deadLetter{}
+			d := deadLetterRec{}
 			d.sourceID, _ = m.Values[DeadLetterIDField].(string)
 			d.reason, _ = m.Values[DeadLetterReasonField].(string)
 			d.count, _ = m.Values[DeadLetterDeliveriesField].(string)
@@ -337,7 +337,7 @@ func (r faultResult) line() string {
 // operation published twice, after a lost publish reply, is two entries
 // and not a duplicate), plus dead letters beyond the first for one entry,
 // plus entries both handled and dead-lettered.
-func (l *faultLedger) evaluate(scenario string, dls []deadLetter, excuse func(r *ledgerRec, handled bool, calls int) string) faultResult {
+func (l *faultLedger) evaluate(scenario string, dls []deadLetterRec, excuse func(r *ledgerRec, handled bool, calls int) string) faultResult {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	res := faultResult{scenario: scenario, published: len(l.order), excusedWhy: map[string]int{}}
@@ -348,7 +348,7 @@ func (l *faultLedger) evaluate(scenario string, dls []deadLetter, excuse func(r 
 	for _, r := range l.order {
 		byEntry[r.entryID] = r.key
 	}
-	dlByKey := map[string][]deadLetter{}
+	dlByKey := map[string][]deadLetterRec{}
 	for _, d := range dls {
 		key := ""
 		if r, ok := l.recs[d.opID]; ok && d.opID != "" && r.entryID == d.sourceID {

@@ -113,7 +113,7 @@ func logConsumerStats(t *testing.T, consumers []*Consumer) {
 	for i, c := range consumers {
 		st := c.Stats()
 		t.Logf("c%d stats: delivered=%d succeeded=%d reclaimed=%d leases_lost=%d redis_errors=%d", i+1,
-			st.Delivered, st.Succeeded, st.Reclaimed, st.LeasesLost, st.RedisErrors)
+			st.Delivered, st.Handled, st.Reclaimed, st.LeasesLost, st.RedisErrors)
 	}
 }
 
@@ -296,7 +296,7 @@ func TestFaultConsumerSigkill(t *testing.T) {
 	syncList()
 	st := survivor.Stats()
 	t.Logf("survivor stats: delivered=%d succeeded=%d reclaimed=%d leases_lost=%d redis_errors=%d",
-		st.Delivered, st.Succeeded, st.Reclaimed, st.LeasesLost, st.RedisErrors)
+		st.Delivered, st.Handled, st.Reclaimed, st.LeasesLost, st.RedisErrors)
 	res := finishScenario(t, rdb, survivor, "consumer-sigkill", led, kills, nil)
 	assert.Zero(t, res.deadLettered, "nothing should be dead-lettered")
 }
@@ -595,7 +595,7 @@ func TestFaultStreamDeleted(t *testing.T) {
 	for i, c := range consumers {
 		st := c.Stats()
 		t.Logf("c%d stats: delivered=%d succeeded=%d reclaimed=%d leases_lost=%d deleted_while_pending=%d redis_errors=%d", i+1,
-			st.Delivered, st.Succeeded, st.Reclaimed, st.LeasesLost, st.DeletedWhilePending, st.RedisErrors)
+			st.Delivered, st.Handled, st.Reclaimed, st.LeasesLost, st.DeletedWhilePending, st.RedisErrors)
 	}
 	checkLeaseAccounting(t, consumers)
 	res := finishScenario(t, check, consumers[0], "stream-deleted", led, last, func(r *ledgerRec, handled bool, _ int) string {
@@ -704,7 +704,7 @@ func TestFaultTrimBacklog(t *testing.T) {
 		}
 	}
 	t.Logf("first entry at the end %s; trimmed unhandled: %d never delivered, %d deleted while pending; Stats: deleted_while_pending=%d delivered=%d succeeded=%d failed=%d retried=%d reclaimed=%d",
-		first, neverDelivered, deletedPending, st.DeletedWhilePending, st.Delivered, st.Succeeded, st.Failed, st.Retried, st.Reclaimed)
+		first, neverDelivered, deletedPending, st.DeletedWhilePending, st.Delivered, st.Handled, st.Failed, st.Retried, st.Reclaimed)
 
 	budget := st.DeletedWhilePending
 	res := finishScenario(t, rdb, c, "trim-backlog", led, neverDelivered+deletedPending, func(r *ledgerRec, handled bool, calls int) string {
@@ -894,7 +894,7 @@ func TestFaultPoisonMix(t *testing.T) {
 	for i, c := range consumers {
 		st := c.Stats()
 		t.Logf("c%d stats: delivered=%d succeeded=%d failed=%d retried=%d dead_lettered=%d reclaimed=%d leases_lost=%d", i+1,
-			st.Delivered, st.Succeeded, st.Failed, st.Retried, st.DeadLettered, st.Reclaimed, st.LeasesLost)
+			st.Delivered, st.Handled, st.Failed, st.Retried, st.DeadLettered, st.Reclaimed, st.LeasesLost)
 	}
 	res := finishScenario(t, rdb, consumers[0], "poison-mix", led, faults, nil)
 	assert.Zero(t, res.duplicates, "duplicates without a crash")
@@ -903,7 +903,7 @@ func TestFaultPoisonMix(t *testing.T) {
 	// reason and delivery count.
 	dls, err := readDeadLetters(ctx, rdb, consumers[0].Config().DeadLetterStream)
 	require.NoError(t, err)
-	dlBySource := map[string][]deadLetter{}
+	dlBySource := map[string][]deadLetterRec{}
 	for _, d := range dls {
 		dlBySource[d.sourceID] = append(dlBySource[d.sourceID], d)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,87 +156,6 @@ func TestExtraFieldsCountTowardMaxPayloadBytes(t *testing.T) {
 		assert.Equal(t, "2", dl.Values[DeadLetterFieldsField])
 		assert.NotEmpty(t, dl.Values[DeadLetterExcerptField], "an excerpt of its data")
 		assert.Len(t, h.all(), 1, "the handler never saw the oversize entry")
-	})
-}
-
-// notScripted hides the client's type from the Inspector, so that it
-// redrives with XRANGE, XADD, XDEL instead of a script (as on a Ring).
-type notScripted struct{ InspectorClient }
-
-// TestDeadLetterKeepsFields: a dead letter holds the entry's extra fields,
-// the Inspector reports them, and a redrive (either way of moving) puts them
-// back, so that the handler sees them again.
-func TestDeadLetterKeepsFields(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b backend) {
-		for _, path := range []string{"script", "xrange-xadd-xdel"} {
-			t.Run(path, func(t *testing.T) {
-				ctx := context.Background()
-				stream := uniqueStream(t, b.rdb)
-				cfg := testConfig(stream)
-				cfg.DeadLetterStream = DeadLetterStreamFor(stream)
-				var client InspectorClient = b.rdb
-				if path != "script" {
-					client = notScripted{b.rdb}
-					// Another hash tag: the Inspector cannot use a script.
-					cfg.DeadLetterStream = uniqueStream(t, b.rdb) + ":dead"
-				}
-				deadLettered := make(chan struct{}, 1)
-				cfg.Observer = ObserverFunc(func(e Event) {
-					if e.Kind == EventDeadLettered {
-						select { // an Observer must not block
-						case deadLettered <- struct{}{}:
-						default:
-						}
-					}
-				})
-				var calls atomic.Int64
-				h := newRecorder()
-				h.fn = func(c *Completion) error {
-					if calls.Add(1) == 1 {
-						return Permanent(fmt.Errorf("first delivery fails for good"))
-					}
-					return nil
-				}
-				startConsumer(t, newTestConsumer(t, b.rdb, registryWith(1), h, cfg))
-
-				id, err := Publish(ctx, b.rdb, stream, Message{OperationID: "op-1", TaskID: "t-1", Success: true},
-					WithField("traceparent", testTraceparent), WithField("tenant", "acme"))
-				require.NoError(t, err)
-				first := h.next(t)
-				require.Equal(t, testTraceparent, first.Field("traceparent"))
-				waitFor(t, deadLettered, "the dead letter")
-
-				// The raw dead letter carries the fields unchanged.
-				raw, err := b.rdb.XRange(ctx, cfg.DeadLetterStream, "-", "+").Result()
-				require.NoError(t, err)
-				require.Len(t, raw, 1)
-				assert.Equal(t, testTraceparent, raw[0].Values["traceparent"])
-				assert.Equal(t, "acme", raw[0].Values["tenant"])
-				assert.Equal(t, ReasonPermanent, raw[0].Values[DeadLetterReasonField])
-
-				in, err := NewInspector(client, InspectorConfig{Stream: stream, Group: cfg.Group, DeadLetterStream: cfg.DeadLetterStream})
-				require.NoError(t, err)
-				require.Equal(t, path == "script", in.atomic, "the redrive path under test")
-				dls, err := in.DeadLetters(ctx, "", 0)
-				require.NoError(t, err)
-				require.Len(t, dls, 1)
-				assert.Equal(t, id, dls[0].SourceID)
-				assert.Equal(t, map[string]string{
-					DataField:     raw[0].Values[DataField].(string),
-					"traceparent": testTraceparent,
-					"tenant":      "acme",
-				}, dls[0].Fields)
-
-				n, err := in.Redrive(ctx, dls[0].ID)
-				require.NoError(t, err)
-				require.Equal(t, 1, n)
-				again := h.next(t)
-				assert.NotEqual(t, id, again.EntryID, "a redriven entry is a new entry")
-				assert.Equal(t, "op-1", again.Message.OperationID)
-				assert.Equal(t, testTraceparent, again.Field("traceparent"))
-				assert.Equal(t, "acme", again.Field("tenant"))
-			})
-		}
 	})
 }
 

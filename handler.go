@@ -78,10 +78,10 @@ func (f HandlerFunc) HandleCompletion(ctx context.Context, c *Completion) error 
 	return f(ctx, c)
 }
 
-// HandlerFuncs is a [CompletionHandler] with one function for successful
+// ByOutcome is a [CompletionHandler] with one function for successful
 // operations and one for failed ones, as the Python service splits them.
 // A nil function acknowledges its completions without doing anything.
-type HandlerFuncs struct {
+type ByOutcome struct {
 	// Success receives the task and the operation's result (a JSON object,
 	// a JSON string, or nil for null).
 	Success func(ctx context.Context, task Task, result json.RawMessage) error
@@ -91,7 +91,7 @@ type HandlerFuncs struct {
 
 // HandleCompletion calls h.Success or h.Failure depending on
 // c.Message.Success.
-func (h HandlerFuncs) HandleCompletion(ctx context.Context, c *Completion) error {
+func (h ByOutcome) HandleCompletion(ctx context.Context, c *Completion) error {
 	if c.Message.Success {
 		if h.Success == nil {
 			return nil

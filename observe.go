@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/streamrelay/completion/internal/engine"
 	"github.com/streamrelay/completion/internal/safetext"
 )
 
@@ -130,22 +131,21 @@ func Chain(h CompletionHandler, mws ...Middleware) CompletionHandler {
 	return h
 }
 
-func (r *run) observe(e Event) {
-	if r.cfg.Observer == nil {
+// observe hands an engine's event to the Observer, converted, recovering a
+// panic of the Observer.
+func (c *Consumer) observe(e engine.Event) {
+	if c.cfg.Observer == nil {
 		return
 	}
 	defer func() {
-		if p := recover(); p != nil && r.allowLog("observer-panic") {
-			r.log.Error("Observer panicked; event dropped", slog.String("event", e.Kind.String()), slog.String("panic", logText(fmt.Sprint(p))))
+		if p := recover(); p != nil && c.allowLog("observer-panic") {
+			c.log.Error("Observer panicked; event dropped", slog.String("event", EventKind(e.Kind).String()), slog.String("panic", logText(fmt.Sprint(p))))
 		}
 	}()
-	r.cfg.Observer.Observe(e)
-}
-
-func (r *run) observeDelivery(kind EventKind, d *delivery) {
-	if r.cfg.Observer != nil {
-		r.observe(Event{Kind: kind, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID, Deliveries: d.count})
-	}
+	c.cfg.Observer.Observe(Event{
+		Kind: EventKind(e.Kind), EntryID: e.EntryID, OperationID: e.OperationID, TaskID: e.TaskID,
+		Deliveries: e.Deliveries, Duration: e.Duration, Delay: e.Delay, Reason: e.Reason, Err: e.Err, Partition: e.Partition,
+	})
 }
 
 // logText makes untrusted text safe for a log line: at most 256 bytes,

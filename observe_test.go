@@ -259,6 +259,6 @@ func TestSlowRedisCannotGrowWhatTheConsumerHolds(t *testing.T) {
 	assert.LessOrEqual(t, st.InFlight, bound, "entries held while Redis does not answer")
 	assert.LessOrEqual(t, st.Delivered, bound)
 	close(slow.release)
-	eventually(t, func() bool { return c.Stats().Succeeded == n }, "not all handled once Redis answered")
+	eventually(t, func() bool { return c.Stats().Handled == n }, "not all handled once Redis answered")
 	require.NoError(t, stop())
 }

@@ -66,7 +66,7 @@ func TestPartitionedStreamKeepsPerTaskOrder(t *testing.T) {
 				require.NoError(t, err)
 			}
 		}
-		eventually(t, func() bool { return c.Stats().Succeeded == tasks*perTask }, "not all handled")
+		eventually(t, func() bool { return c.Stats().Handled == tasks*perTask }, "not all handled")
 		mu.Lock()
 		defer mu.Unlock()
 		for task, seqs := range order {

@@ -7,186 +7,240 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"time"
+
+	"github.com/streamrelay/completion/internal/engine"
 )
 
-// now is time.Now; a variable only so that the intent reads clearly at call
-// sites that record when Redis reset an entry's idle time.
-var now = time.Now
+// processor decides what becomes of each delivery: the consumer's part of
+// an entry's life between the read and the acknowledgement, in order:
+//
+//  1. an entry that cannot be decoded, or was delivered too often, is
+//     dead-lettered;
+//  2. with DedupTTL, an operation handled before is acknowledged;
+//  3. the task is looked up (prefetched for the whole read batch when the
+//     registry can), and an unknown one goes by Config.NotFound;
+//  4. a task that does not match the entry, or lacks required fields, is
+//     dead-lettered;
+//  5. the handler runs; nil acknowledges (with a duplicate-suppression
+//     record), a Permanent error dead-letters, another error retries.
+//
+// The engine carries the outcome out (internal/engine, workers.go).
+type processor struct {
+	c        *Consumer
+	registry TaskRegistry
+	handler  CompletionHandler
+}
 
-// worker handles entries from q until the run stops.
-func (r *run) worker(q <-chan *delivery) {
-	defer r.workers.Done()
-	for {
-		select {
-		case <-r.stop:
-			return
-		case d := <-q:
-			if r.stopped() || r.cutOff.Load() {
-				// Not started: leave it pending for a later delivery.
-				r.forget(d)
-				continue
-			}
-			if r.sem == nil {
-				r.process(d)
-				continue
-			}
-			select {
-			case r.sem <- struct{}{}:
-			case <-r.stop:
-				r.forget(d)
-				continue
-			}
-			r.process(d)
-			<-r.sem
+// item is what Prefetch found for a delivery, and the Completion handed to
+// the handler: allocated per batch, not per entry.
+type item struct {
+	prefetched bool
+	task       Task
+	err        error
+	comp       Completion
+}
+
+// Prefetch looks up the tasks of a batch in one call when the registry
+// offers batch lookups (BatchTaskRegistry, e.g. redisregistry: one round
+// trip for the batch instead of one per entry).
+func (p *processor) Prefetch(ctx context.Context, ds []*engine.Delivery) {
+	items := make([]item, len(ds))
+	for i, d := range ds {
+		d.Pre = &items[i]
+	}
+	batch, ok := p.registry.(BatchTaskRegistry)
+	if !ok || len(ds) < 2 {
+		return
+	}
+	keys := make([]TaskKey, 0, len(ds))
+	idx := make([]int, 0, len(ds))
+	for i, d := range ds {
+		if d.Bad == nil {
+			keys = append(keys, TaskKey{OperationID: d.Msg.OperationID, TaskID: d.Msg.TaskID})
+			idx = append(idx, i)
 		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	var tasks []Task
+	var errs []error
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				p.c.log.Error("batch task lookup panicked; looking tasks up one by one", slog.String("panic", logText(fmt.Sprint(r))))
+				tasks, errs = nil, nil
+			}
+		}()
+		tasks, errs = batch.LookupTasks(ctx, keys)
+	}()
+	if len(tasks) != len(keys) || len(errs) != len(keys) {
+		return // a broken implementation: look up one by one instead
+	}
+	for j, i := range idx {
+		items[i].prefetched, items[i].task, items[i].err = true, tasks[j], errs[j]
 	}
 }
 
-// process takes one entry to its outcome: acknowledged, scheduled for a
-// retry, or dead-lettered.
-func (r *run) process(d *delivery) {
-	if d.badMsg != nil {
-		r.deadLetter(d, d.reason, d.badMsg)
-		return
+// Process takes one delivery to its outcome.
+func (p *processor) Process(ctx context.Context, d *engine.Delivery) engine.Outcome {
+	cfg := &p.c.cfg
+	it, _ := d.Pre.(*item)
+	if it == nil {
+		it = &item{}
+		d.Pre = it
 	}
-	log := func() *slog.Logger {
-		return r.log.With(slog.String("id", d.id), slog.String("operation_id", d.msg.OperationID),
-			slog.String("task_id", d.msg.TaskID), slog.Int64("deliveries", d.count))
+	if d.Bad != nil {
+		return deadLetter(d.Reason, d.Bad)
 	}
-	if d.count > int64(r.cfg.MaxDeliveries) {
+	if d.Count > int64(cfg.MaxDeliveries) {
 		// Delivered too often without an outcome: probably a handler that
 		// crashes its process. Do not call it again.
-		r.deadLetter(d, ReasonMaxDeliveries, fmt.Errorf("delivered %d times (MaxDeliveries is %d) without an outcome", d.count, r.cfg.MaxDeliveries))
-		return
+		return deadLetter(ReasonMaxDeliveries, fmt.Errorf("delivered %d times (MaxDeliveries is %d) without an outcome", d.Count, cfg.MaxDeliveries))
 	}
-	ctx := r.handlerCtx
-
-	if r.cfg.DedupTTL > 0 {
-		n, err := r.c.client.Exists(ctx, r.cfg.DedupPrefix+d.msg.OperationID).Result()
-		if err != nil {
-			r.redisError("dedup-exists", err)
-		} else if n > 0 {
-			r.c.stats.duplicates.Add(1)
-			r.observeDelivery(EventDuplicate, d)
-			log().Info("completion was handled before (duplicate suppression); acknowledging without calling the handler")
-			r.ack(d)
-			return
+	if cfg.DedupTTL > 0 {
+		n, err := p.c.client.Exists(ctx, cfg.DedupPrefix+d.Msg.OperationID).Result()
+		switch {
+		case err != nil:
+			out := p.retry(d, fmt.Errorf("duplicate check: %w", err))
+			out.RedisErr, out.RedisOp = err, "dedup-exists"
+			return out
+		case n > 0:
+			p.c.stats.Duplicates.Add(1)
+			p.c.observe(engine.EventOf(engine.EventDuplicate, d))
+			p.log(d).Info("completion was handled before (duplicate suppression); acknowledging without calling the handler")
+			return engine.Outcome{Kind: engine.Ack}
 		}
 	}
-
-	task, err := d.task, d.taskErr
-	if !d.prefetched {
-		task, err = r.lookup(ctx, d)
+	task, err := it.task, it.err
+	if !it.prefetched {
+		task, err = p.lookup(ctx, d)
 	}
-	d.prefetched, d.taskErr = false, nil // a redelivery looks it up afresh
+	it.prefetched, it.err = false, nil // a redelivery looks it up afresh
 	if err != nil {
-		if !errors.Is(err, ErrTaskNotFound) {
-			r.c.stats.failed.Add(1)
-			r.observe(Event{Kind: EventFailed, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID, Deliveries: d.count, Err: err})
-			r.retryOrDeadLetter(d, fmt.Errorf("task registry: %w", err), log)
-			return
-		}
-		switch r.cfg.NotFound {
-		case NotFoundDrop:
-			r.c.stats.dropped.Add(1)
-			r.observeDelivery(EventDropped, d)
-			log().Warn("task not found; dropping the completion (NotFoundDrop)")
-			r.ack(d)
-		case NotFoundRetry:
-			r.retryOrDeadLetter(d, err, log)
-		default:
-			r.deadLetter(d, ReasonTaskNotFound, err)
-		}
-		return
+		return p.notFound(ctx, d, err)
 	}
-	if err := task.Require(r.cfg.RequiredTaskFields...); err != nil {
-		r.deadLetter(d, ReasonInvalidTask, err)
-		return
+	if d.Msg.TaskID != "" && task.TaskID != "" && task.TaskID != d.Msg.TaskID && !cfg.TrustOperationID {
+		return deadLetter(ReasonTaskMismatch, fmt.Errorf("the entry names task %q, but its operation %q belongs to task %q (set Config.TrustOperationID to hand such entries over)",
+			logText(d.Msg.TaskID), logText(d.Msg.OperationID), logText(task.TaskID)))
 	}
+	if err := task.Require(cfg.RequiredTaskFields...); err != nil {
+		return deadLetter(ReasonInvalidTask, err)
+	}
+	return p.handle(ctx, d, it, task)
+}
 
-	d.comp = Completion{Task: task, Message: d.msg, EntryID: d.id, Deliveries: d.count, Stream: r.cfg.Stream, Group: r.cfg.Group, values: d.values}
-	start := now()
-	err = r.call(ctx, &d.comp, log)
-	if r.cfg.Observer != nil {
-		kind := EventHandled
-		if err != nil {
-			kind = EventFailed
+// notFound is the outcome of a failed lookup.
+func (p *processor) notFound(ctx context.Context, d *engine.Delivery, err error) engine.Outcome {
+	if !errors.Is(err, ErrTaskNotFound) {
+		p.c.stats.Failed.Add(1)
+		ev := engine.EventOf(engine.EventFailed, d)
+		ev.Err = err
+		p.c.observe(ev)
+		if ctx.Err() != nil {
+			return engine.Outcome{Kind: engine.Leave}
 		}
-		r.observe(Event{Kind: kind, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID,
-			Deliveries: d.count, Duration: now().Sub(start), Err: err})
+		return p.retry(d, fmt.Errorf("task registry: %w", err))
+	}
+	switch p.c.cfg.NotFound {
+	case NotFoundDrop:
+		p.c.stats.Dropped.Add(1)
+		p.c.observe(engine.EventOf(engine.EventDropped, d))
+		p.log(d).Warn("task not found; dropping the completion (NotFoundDrop)")
+		return engine.Outcome{Kind: engine.Ack}
+	case NotFoundRetry:
+		return p.retry(d, err)
+	}
+	return deadLetter(ReasonTaskNotFound, err)
+}
+
+// handle runs the handler and maps its result to an outcome.
+func (p *processor) handle(ctx context.Context, d *engine.Delivery, it *item, task Task) engine.Outcome {
+	cfg := &p.c.cfg
+	it.comp = Completion{Task: task, Message: Message(d.Msg), EntryID: d.ID, Deliveries: d.Count,
+		Stream: d.Stream, Group: d.Group, values: d.Fields}
+	start := time.Now()
+	err := p.call(ctx, &it.comp, d)
+	if cfg.Observer != nil {
+		kind := engine.EventHandled
+		if err != nil {
+			kind = engine.EventFailed
+		}
+		ev := engine.EventOf(kind, d)
+		ev.Duration, ev.Err = time.Since(start), err
+		p.c.observe(ev)
 	}
 	switch {
-	case err != nil && r.cutOff.Load():
-		// The partition changes owner: the next one delivers it again.
-		r.c.stats.failed.Add(1)
-		r.forget(d)
 	case err == nil:
-		r.c.stats.succeeded.Add(1)
-		if r.cfg.DedupTTL > 0 {
-			if err := r.c.client.Set(r.ioCtx, r.cfg.DedupPrefix+d.msg.OperationID, d.id, r.cfg.DedupTTL).Err(); err != nil {
-				r.redisError("dedup-set", err)
-			}
+		p.c.stats.Handled.Add(1)
+		out := engine.Outcome{Kind: engine.Ack}
+		if cfg.DedupTTL > 0 {
+			out.Record, out.RecordTTL = cfg.DedupPrefix+d.Msg.OperationID, cfg.DedupTTL
 		}
-		r.ack(d)
+		return out
+	case ctx.Err() != nil:
+		// Cut off at shutdown or because the partition changes owner: not
+		// a failure of the entry.
+		p.c.stats.Failed.Add(1)
+		p.log(d).Info("handler stopped before finishing (shutdown, or the partition changes owner); the entry stays pending for a later delivery",
+			slog.String("err", logText(err.Error())))
+		return engine.Outcome{Kind: engine.Leave}
 	case IsPermanent(err):
-		r.c.stats.failed.Add(1)
-		r.deadLetter(d, ReasonPermanent, err)
-	default:
-		r.c.stats.failed.Add(1)
-		r.retryOrDeadLetter(d, err, log)
+		p.c.stats.Failed.Add(1)
+		return deadLetter(ReasonPermanent, err)
 	}
+	p.c.stats.Failed.Add(1)
+	return p.retry(d, err)
+}
+
+// retry is the outcome of a failed delivery: another one after a growing
+// delay, or the dead-letter stream once it was delivered MaxDeliveries
+// times.
+func (p *processor) retry(d *engine.Delivery, cause error) engine.Outcome {
+	cfg := &p.c.cfg
+	if d.Count >= int64(cfg.MaxDeliveries) {
+		return deadLetter(ReasonMaxDeliveries, cause)
+	}
+	delay := engine.RetryDelay(cfg.RetryBackoff, cfg.MaxRetryBackoff, int(d.Count-1))
+	p.log(d).Warn("delivery failed; will retry", slog.Duration("retry_in", delay), slog.String("err", logText(cause.Error())))
+	return engine.Outcome{Kind: engine.Retry, Delay: delay, Err: cause}
+}
+
+func deadLetter(reason string, cause error) engine.Outcome {
+	return engine.Outcome{Kind: engine.DeadLetter, Reason: reason, Err: cause}
+}
+
+// log returns the logger with d's attributes.
+func (p *processor) log(d *engine.Delivery) *slog.Logger {
+	return p.c.log.With(slog.String("id", d.ID), slog.String("operation_id", d.Msg.OperationID),
+		slog.String("task_id", d.Msg.TaskID), slog.Int64("deliveries", d.Count))
 }
 
 // lookup asks the registry for d's task, turning a panic into an error.
-func (r *run) lookup(ctx context.Context, d *delivery) (t Task, err error) {
+func (p *processor) lookup(ctx context.Context, d *engine.Delivery) (t Task, err error) {
 	defer func() {
-		if p := recover(); p != nil {
-			r.log.Error("task registry panicked; counting it as a failed delivery",
-				slog.String("id", d.id), slog.String("panic", logText(fmt.Sprint(p))), slog.String("stack", string(debug.Stack())))
-			err = fmt.Errorf("%w: task registry: %v", ErrPanic, p)
+		if r := recover(); r != nil {
+			p.c.log.Error("task registry panicked; counting it as a failed delivery",
+				slog.String("id", d.ID), slog.String("panic", logText(fmt.Sprint(r))), slog.String("stack", string(debug.Stack())))
+			err = fmt.Errorf("%w: task registry: %v", ErrPanic, r)
 		}
 	}()
-	return r.c.registry.LookupTask(ctx, d.msg.OperationID, d.msg.TaskID)
+	return p.registry.LookupTask(ctx, d.Msg.OperationID, d.Msg.TaskID)
 }
 
 // call runs the handler, turning a panic into an error.
-func (r *run) call(ctx context.Context, c *Completion, log func() *slog.Logger) (err error) {
+func (p *processor) call(ctx context.Context, c *Completion, d *engine.Delivery) (err error) {
 	defer func() {
-		if p := recover(); p != nil {
-			log().Error("handler panicked; counting it as a failed delivery",
-				slog.String("panic", logText(fmt.Sprint(p))), slog.String("stack", string(debug.Stack())))
-			if pe, ok := p.(error); ok {
+		if r := recover(); r != nil {
+			p.log(d).Error("handler panicked; counting it as a failed delivery",
+				slog.String("panic", logText(fmt.Sprint(r))), slog.String("stack", string(debug.Stack())))
+			if pe, ok := r.(error); ok {
 				err = fmt.Errorf("%w: handler: %w", ErrPanic, pe)
 			} else {
-				err = fmt.Errorf("%w: handler: %v", ErrPanic, p)
+				err = fmt.Errorf("%w: handler: %v", ErrPanic, r)
 			}
 		}
 	}()
-	return r.c.handler.HandleCompletion(ctx, c)
+	return p.handler.HandleCompletion(ctx, c)
 }
 
-// retryOrDeadLetter schedules another delivery of d after a growing delay,
-// or dead-letters it when it has been delivered MaxDeliveries times.
-func (r *run) retryOrDeadLetter(d *delivery, cause error, log func() *slog.Logger) {
-	if d.count >= int64(r.cfg.MaxDeliveries) {
-		r.deadLetter(d, ReasonMaxDeliveries, cause)
-		return
-	}
-	delay := expDelay(r.cfg.RetryBackoff, r.cfg.MaxRetryBackoff, int(d.count-1))
-	log().Warn("delivery failed; will retry", slog.Duration("retry_in", delay), slog.String("err", logText(cause.Error())))
-	r.c.stats.retried.Add(1)
-	r.observe(Event{Kind: EventRetryScheduled, EntryID: d.id, OperationID: d.msg.OperationID, TaskID: d.msg.TaskID,
-		Deliveries: d.count, Delay: delay, Err: cause})
-	r.scheduleRetry(d, delay)
-}
-
-// ack queues d's acknowledgement; the acker sends it in a batch and then
-// forgets the entry.
-func (r *run) ack(d *delivery) {
-	select {
-	case r.acks <- d:
-	case <-r.ackerDone:
-		// Shutdown gave up on this handler; the entry stays pending.
-		r.forget(d)
-	}
-}

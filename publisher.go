@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamrelay/completion/internal/keys"
+	"github.com/streamrelay/completion/internal/wire"
 )
 
 // XAdder is the one go-redis command [Publish] needs. *redis.Client,
@@ -82,8 +83,8 @@ func checkField(f entryField) error {
 		problem = "the name must not be empty"
 	case f.name == DataField:
 		problem = "the name is reserved for the JSON message"
-	case strings.HasPrefix(f.name, deadLetterFieldPrefix):
-		problem = `names starting with "` + deadLetterFieldPrefix + `" are reserved for dead-letter metadata`
+	case strings.HasPrefix(f.name, wire.DeadLetterFieldPrefix):
+		problem = `names starting with "` + wire.DeadLetterFieldPrefix + `" are reserved for dead-letter metadata`
 	case !utf8.ValidString(f.name):
 		problem = "the name is not valid UTF-8"
 	case !utf8.ValidString(f.value):
@@ -96,8 +97,9 @@ func checkField(f entryField) error {
 
 // Publish appends msg to stream in the wire format the Python producer
 // writes (one field, "data", holding the JSON message, followed by the
-// fields given with [WithField], if any) and returns the new entry's id. An
-// empty stream means DefaultStream.
+// fields given with [WithField], if any) and returns the new entry's id.
+// An empty stream is refused (a producer that forgot the name would write
+// to a shared key), as is a nil rdb (an error wrapping [ErrNilArgument]).
 //
 // An invalid message (see [Message.Validate]) or field (see [WithField]) is
 // refused with an error wrapping [ErrMalformed] before anything is written.
@@ -112,15 +114,18 @@ func Publish(ctx context.Context, rdb XAdder, stream string, msg Message, opts .
 	if o.maxLen < 0 {
 		return "", fmt.Errorf("%w: WithMaxLen(%d): the length must be 0 (no trimming) or positive", ErrInvalidConfig, o.maxLen)
 	}
+	if isNil(rdb) {
+		return "", fmt.Errorf("%w: Publish: the Redis client is nil", ErrNilArgument)
+	}
 	if stream == "" {
-		stream = DefaultStream
+		return "", fmt.Errorf("%w: Publish: the stream name is empty; name it (the Python service's is %q)", ErrInvalidConfig, DefaultStream)
 	}
 	if o.partitions < 0 {
 		return "", fmt.Errorf("%w: WithPartitions(%d): the count must be positive", ErrInvalidConfig, o.partitions)
 	}
 	if o.partitions > 1 {
-		if o.partitions > MaxPartitions || keys.HasHashTag(stream) {
-			return "", fmt.Errorf("%w: WithPartitions(%d) on stream %q: want at most %d partitions of a stream without a {hash tag}", ErrInvalidConfig, o.partitions, stream, MaxPartitions)
+		if err := keys.CheckPartitions(stream, o.partitions); err != nil {
+			return "", fmt.Errorf("%w: WithPartitions(%d) on stream %q: %v", ErrInvalidConfig, o.partitions, stream, err)
 		}
 		stream = PartitionStream(stream, keys.PartitionOf(msg.TaskID, o.partitions), o.partitions)
 	}

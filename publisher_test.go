@@ -65,7 +65,7 @@ func TestPublishArguments(t *testing.T) {
 		wantStream string
 		wantMaxLen int64
 	}{
-		{"defaults", "", nil, DefaultStream, DefaultMaxLen},
+		{"defaults", "s", nil, "s", DefaultMaxLen},
 		{"custom max len", "s", []PublishOption{WithMaxLen(50)}, "s", 50},
 		{"no trimming", "s", []PublishOption{WithMaxLen(0)}, "s", 0},
 	}
@@ -215,4 +215,22 @@ func TestPublishThroughAPipeline(t *testing.T) {
 		require.NoError(t, m.UnmarshalJSON([]byte(e.Values[DataField].(string))))
 		assert.Equal(t, fmt.Sprintf("op-%d", i+1), m.OperationID, "each queued XADD must keep its own message")
 	}
+}
+
+// TestPublishRefusesMistakes: an empty stream name and a nil client are
+// refused before anything is written, not turned into the default stream
+// or a crash.
+func TestPublishRefusesMistakes(t *testing.T) {
+	msg := Message{OperationID: "op-1", TaskID: "t-1", Success: true}
+	rec := &xaddRecorder{}
+	_, err := Publish(context.Background(), rec, "", msg)
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	assert.Contains(t, err.Error(), "stream name is empty")
+	assert.Empty(t, rec.args)
+
+	_, err = Publish(context.Background(), nil, "s", msg)
+	require.ErrorIs(t, err, ErrNilArgument)
+	var nilClient *redis.Client
+	_, err = Publish(context.Background(), nilClient, "s", msg)
+	require.ErrorIs(t, err, ErrNilArgument, "a typed nil too")
 }

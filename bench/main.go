@@ -359,7 +359,7 @@ func (s *session) handle(result []byte) {
 }
 
 func (s *session) keys() []string {
-	return []string{s.stream, s.stream + completion.DefaultDeadLetterSuffix}
+	return []string{s.stream, completion.DeadLetterStreamFor(s.stream)}
 }
 
 func (b *bench) newSession(target int, hook func([]byte)) *session {

@@ -26,7 +26,7 @@ func TestNewDefaults(t *testing.T) {
 	rdb := newMini(t)
 	in := newInspector(t, rdb, inspect.Config{Stream: completion.DefaultStream})
 	assert.Equal(t, inspect.Config{Stream: completion.DefaultStream, Group: completion.DefaultGroup, Partitions: 1}, in.Config())
-	assert.Equal(t, []string{"{" + completion.DefaultStream + "}" + completion.DefaultDeadLetterSuffix}, in.DeadLetterStreams())
+	assert.Equal(t, []string{completion.DeadLetterStreamFor(completion.DefaultStream)}, in.DeadLetterStreams())
 
 	// The consumer's default, in the stream's cluster slot.
 	in = newInspector(t, rdb, inspect.Config{Stream: "s"})

@@ -18,6 +18,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/streamrelay/completion"
+	"github.com/streamrelay/completion/inspect"
 	"github.com/streamrelay/completion/internal/redistest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -578,7 +579,7 @@ func newPartScenario(t *testing.T, b backend, parts int) *partScenario {
 			_ = b.rdb.Del(context.Background(), k, completion.DeadLetterStreamFor(k)).Err()
 		}
 	})
-	in, err := completion.NewInspector(b.rdb, completion.InspectorConfig{Stream: s.stream, Partitions: parts})
+	in, err := inspect.New(b.rdb, inspect.Config{Stream: s.stream, Partitions: parts})
 	require.NoError(t, err)
 	for i := range partUnknown {
 		task := fmt.Sprintf("t-u%d", i)
@@ -849,7 +850,7 @@ func TestPartitionsPublishAndTail(t *testing.T) {
 			}
 		})
 		base := []string{"-addr", b.addr, "-stream", stream, "-partitions", fmt.Sprint(parts)}
-		in, err := completion.NewInspector(b.rdb, completion.InspectorConfig{Stream: stream, Partitions: parts})
+		in, err := inspect.New(b.rdb, inspect.Config{Stream: stream, Partitions: parts})
 		require.NoError(t, err)
 
 		// publish: to the task's partition, as WithPartitions picks it.

@@ -222,7 +222,7 @@ func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]any{
-		"state": state.String(), "succeeded": st.Succeeded, "dead_lettered": st.DeadLettered,
+		"state": state.String(), "succeeded": st.Handled, "dead_lettered": st.DeadLettered,
 		"in_flight": st.InFlight, "last_error": st.LastError,
 	})
 }

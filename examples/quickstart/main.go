@@ -58,7 +58,7 @@ func run() error {
 	reg.Register(completion.Task{TaskID: "task-2", SessionID: "session-b", ToolCallID: "call-2", OperationID: "op-payment"})
 
 	done := make(chan struct{}, 3)
-	handler := completion.HandlerFuncs{
+	handler := completion.ByOutcome{
 		Success: func(ctx context.Context, task completion.Task, result json.RawMessage) error {
 			fmt.Printf("handled: %s succeeded for session %s, result %s\n", task.TaskID, task.SessionID, result)
 			done <- struct{}{}
@@ -130,6 +130,6 @@ func run() error {
 		fmt.Printf("dead-lettered: reason %s, error %q\n", d.Values[completion.DeadLetterReasonField], d.Values[completion.DeadLetterErrorField])
 	}
 	st := consumer.Stats()
-	fmt.Printf("stopped cleanly: succeeded=%d dead_lettered=%d in_flight=%d\n", st.Succeeded, st.DeadLettered, st.InFlight)
+	fmt.Printf("stopped cleanly: succeeded=%d dead_lettered=%d in_flight=%d\n", st.Handled, st.DeadLettered, st.InFlight)
 	return nil
 }

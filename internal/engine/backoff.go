@@ -1,4 +1,4 @@
-package completion
+package engine
 
 import (
 	"math/rand/v2"
@@ -25,6 +25,10 @@ func (b *backoff) next() time.Duration {
 
 func (b *backoff) reset() { b.n = 0 }
 
+// RetryDelay returns the wait before delivery n+1 of an entry whose handler
+// failed: min(base*2^n, max), without overflowing.
+func RetryDelay(base, max time.Duration, n int) time.Duration { return expDelay(base, max, n) }
+
 // expDelay returns min(base*2^n, max) without overflowing.
 func expDelay(base, max time.Duration, n int) time.Duration {
 	d := base
@@ -37,23 +41,3 @@ func expDelay(base, max time.Duration, n int) time.Duration {
 	return d
 }
 
-// sleep waits for d or until stop is closed. It reports whether the full
-// wait elapsed.
-func sleep(stop <-chan struct{}, d time.Duration) bool {
-	if d <= 0 {
-		select {
-		case <-stop:
-			return false
-		default:
-			return true
-		}
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-stop:
-		return false
-	}
-}

@@ -1,0 +1,365 @@
+package engine
+
+import (
+	"container/heap"
+	"sync"
+	"sync/atomic"
+)
+
+// held is the set of entries an engine holds: read and not yet acknowledged
+// (queued, being handled, waiting for a retry or for their XACK). It is the
+// only state the engine's goroutines share; every method takes its lock.
+type held struct {
+	mu sync.Mutex
+	// epoch is bumped when the stream or group is recreated: the entries
+	// held are gone then, and their ids may name new entries.
+	epoch uint64
+	m     map[string]*Delivery
+	// While a read of the own pending list or an XAUTOCLAIM is under way
+	// (guards > 0), acknowledged ids are remembered: such a read can
+	// return an entry whose XACK landed after the read was sent, and that
+	// entry must not be handled again.
+	guards  int
+	acked   map[string]struct{}
+	retries retryHeap
+	bytes   int64 // the sizes of the entries in m
+	// room is signalled when bytes fall: the reader may wait for it.
+	room chan struct{}
+
+	count atomic.Int64 // len(m), for Stats.InFlight without the lock
+}
+
+func newHeld() *held {
+	return &held{m: make(map[string]*Delivery), room: make(chan struct{}, 1)}
+}
+
+// currentEpoch returns the epoch.
+func (h *held) currentEpoch() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.epoch
+}
+
+// track registers the deliveries in ds as held and returns those it
+// accepted: not those of an older epoch, nor those already held (a reclaim
+// or re-read of an entry still being worked on), nor those acknowledged
+// since a guarded read began. An entry waiting for its retry is delivered
+// now instead when preempt is set (another consumer's XAUTOCLAIM would have
+// taken it anyway).
+func (h *held) track(ds []Delivery, preempt bool) []*Delivery {
+	out := make([]*Delivery, 0, len(ds))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := range ds {
+		d := &ds[i]
+		if d.epoch != h.epoch {
+			continue
+		}
+		if _, ok := h.acked[d.ID]; ok {
+			continue
+		}
+		if old, ok := h.m[d.ID]; ok {
+			if old.retryIdx < 0 || !preempt {
+				// The read reset the entry's idle time and counted a
+				// delivery: keep a copy waiting for its retry in step, or
+				// the retry's XCLAIM MIN-IDLE would take it for someone
+				// else's. (A copy a worker has is not touched: the worker
+				// reads it without the lock, and leases keep its idle time.)
+				if old.retryIdx != notQueued {
+					old.touched, old.Count = d.touched, max(old.Count, d.Count)
+				}
+				continue
+			}
+			// It was waiting for a retry: deliver it now instead.
+			h.retries.remove(old)
+			h.drop(old)
+		}
+		d.retryIdx = notQueued
+		h.m[d.ID] = d
+		h.bytes += int64(d.size)
+		out = append(out, d)
+	}
+	h.count.Store(int64(len(h.m)))
+	return out
+}
+
+// guard starts a read that may return entries acknowledged meanwhile (the
+// own pending list, XAUTOCLAIM); unguard ends it.
+func (h *held) guard() {
+	h.mu.Lock()
+	h.guards++
+	if h.acked == nil {
+		h.acked = make(map[string]struct{})
+	}
+	h.mu.Unlock()
+}
+
+func (h *held) unguard() {
+	h.mu.Lock()
+	if h.guards--; h.guards == 0 {
+		clear(h.acked)
+	}
+	h.mu.Unlock()
+}
+
+// done drops acknowledged (or dead-lettered) deliveries, remembering their
+// ids while a guarded read is under way.
+func (h *held) done(ds ...*Delivery) {
+	h.mu.Lock()
+	if h.guards > 0 {
+		for _, d := range ds {
+			h.acked[d.ID] = struct{}{}
+		}
+	}
+	h.forgetLocked(ds)
+	h.mu.Unlock()
+}
+
+// forget drops deliveries that stay pending in Redis.
+func (h *held) forget(ds ...*Delivery) {
+	h.mu.Lock()
+	h.forgetLocked(ds)
+	h.mu.Unlock()
+}
+
+func (h *held) forgetLocked(ds []*Delivery) {
+	for _, d := range ds {
+		if h.m[d.ID] == d {
+			if d.retryIdx >= 0 {
+				h.retries.remove(d)
+			}
+			h.drop(d)
+		}
+	}
+	h.count.Store(int64(len(h.m)))
+}
+
+// drop deletes d from m and its bytes from the budget; h.mu is held.
+func (h *held) drop(d *Delivery) {
+	delete(h.m, d.ID)
+	h.bytes -= int64(d.size)
+	select {
+	case h.room <- struct{}{}:
+	default:
+	}
+}
+
+// newEpoch forgets everything held: the stream or group was deleted and
+// recreated. Acks and dead letters of older deliveries are dropped from now
+// on.
+func (h *held) newEpoch() {
+	h.mu.Lock()
+	h.epoch++
+	h.clear()
+	clear(h.acked)
+	h.mu.Unlock()
+}
+
+// forgetAll forgets everything held, at the end of a run.
+func (h *held) forgetAll() {
+	h.mu.Lock()
+	h.clear()
+	h.mu.Unlock()
+}
+
+func (h *held) clear() {
+	for _, d := range h.retries {
+		d.retryIdx = notQueued
+	}
+	h.retries = h.retries[:0]
+	clear(h.m)
+	h.bytes = 0
+	h.count.Store(0)
+	select {
+	case h.room <- struct{}{}:
+	default:
+	}
+}
+
+// current reports whether d was read in the current epoch.
+func (h *held) current(d *Delivery) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return d.epoch == h.epoch
+}
+
+// heldBytes returns the bytes of the entries held.
+func (h *held) heldBytes() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.bytes
+}
+
+// schedule puts d in the retry queue, due at clock nanos at. It returns
+// false, having forgotten d (it stays pending: XAUTOCLAIM delivers it again
+// after ClaimMinIdle), when limit entries wait already: a failing
+// downstream cannot make one consumer hold the stream in memory.
+func (h *held) schedule(d *Delivery, at int64, limit int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m[d.ID] != d {
+		return false // forgotten meanwhile (a new epoch)
+	}
+	if len(h.retries) >= limit {
+		h.drop(d)
+		h.count.Store(int64(len(h.m)))
+		return false
+	}
+	d.retryAt = at
+	heap.Push(&h.retries, d)
+	return true
+}
+
+// due takes the retries due at clock nanos now out of the queue, marked as
+// being claimed back, and returns them with the time the next one is due
+// (0: none).
+func (h *held) due(now int64) ([]*Delivery, int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*Delivery
+	for len(h.retries) > 0 && h.retries[0].retryAt <= now {
+		d := heap.Pop(&h.retries).(*Delivery)
+		d.retryIdx = claiming // the leaser leaves it alone
+		out = append(out, d)
+	}
+	var next int64
+	if len(h.retries) > 0 {
+		next = h.retries[0].retryAt
+	}
+	return out, next
+}
+
+// claimedBack records that the retrier claimed d back at clock nanos at.
+func (h *held) claimedBack(d *Delivery, fields map[string]any, at int64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m[d.ID] != d {
+		return false
+	}
+	d.Fields = fields
+	d.Count++
+	d.touched = at
+	d.retryIdx = notQueued
+	return true
+}
+
+// touchedAt returns when d's idle time was last reset, and whether d is of
+// the current epoch.
+func (h *held) touchedAt(d *Delivery) (int64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return d.touched, d.epoch == h.epoch
+}
+
+// toRenew returns the ids of held entries not waiting for a retry, not
+// lost, whose idle time was last reset at or before clock nanos cutoff.
+func (h *held) toRenew(cutoff int64) []any {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ids []any
+	for id, d := range h.m {
+		if d.retryIdx == notQueued && !d.lost && d.touched <= cutoff {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// renewed records the renewal at clock nanos at of the entries ids except
+// those lost, marks the lost ones and returns those newly lost, with the
+// worker running each (nil when none does).
+func (h *held) renewed(ids []any, lost map[string]bool, at int64) []*Delivery {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var newly []*Delivery
+	for _, v := range ids {
+		d, ok := h.m[v.(string)]
+		if !ok {
+			continue
+		}
+		if !lost[d.ID] {
+			d.touched = at
+			continue
+		}
+		if !d.lost {
+			d.lost = true
+			newly = append(newly, d)
+		}
+	}
+	return newly
+}
+
+// isLost reports whether d was found taken over by another consumer.
+func (h *held) isLost(d *Delivery) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return d.lost
+}
+
+// setWorker records which worker runs d (nil when it is done).
+func (h *held) setWorker(d *Delivery, w *worker) {
+	h.mu.Lock()
+	d.worker = w
+	h.mu.Unlock()
+}
+
+// workerOf returns the worker running d, or nil.
+func (h *held) workerOf(d *Delivery) *worker {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return d.worker
+}
+
+// goneUnlessHeld splits ids the server found deleted from the stream into
+// those lost for good (not held, or waiting for a retry, which are
+// forgotten) and keeps the held ones, which a worker is handling.
+func (h *held) goneUnlessHeld(ids []string) []string {
+	lost := ids[:0:0]
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, id := range ids {
+		d, ok := h.m[id]
+		switch {
+		case !ok:
+			lost = append(lost, id)
+		case d.retryIdx >= 0:
+			// Waiting for its retry: gone for good. Out of the queue and
+			// the held set in one step, so the retry never runs.
+			lost = append(lost, id)
+			h.retries.remove(d)
+			h.drop(d)
+		}
+	}
+	h.count.Store(int64(len(h.m)))
+	return lost
+}
+
+// retryHeap is a min-heap of deliveries by retryAt.
+type retryHeap []*Delivery
+
+func (q retryHeap) Len() int           { return len(q) }
+func (q retryHeap) Less(i, j int) bool { return q[i].retryAt < q[j].retryAt }
+func (q retryHeap) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].retryIdx, q[j].retryIdx = i, j
+}
+func (q *retryHeap) Push(x any) {
+	d := x.(*Delivery)
+	d.retryIdx = len(*q)
+	*q = append(*q, d)
+}
+func (q *retryHeap) Pop() any {
+	old := *q
+	d := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	d.retryIdx = notQueued
+	return d
+}
+
+func (q *retryHeap) remove(d *Delivery) {
+	if d.retryIdx >= 0 && d.retryIdx < len(*q) && (*q)[d.retryIdx] == d {
+		heap.Remove(q, d.retryIdx)
+	}
+	d.retryIdx = notQueued
+}

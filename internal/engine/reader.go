@@ -1,0 +1,310 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamrelay/completion/internal/clock"
+	"github.com/streamrelay/completion/internal/scripts"
+)
+
+// reader reads the stream: it creates the group, takes over a partition's
+// leftovers (Params.Adopt), re-reads the consumer's own pending entries,
+// then reads new ones with a blocking XREADGROUP, and dispatches what it
+// reads. After a read error it re-reads its own pending list, which
+// recovers entries a timed-out read delivered without the client seeing
+// them. It reads no further ahead than the read-ahead budget allows.
+type reader struct {
+	e        *Engine
+	blocking blockingReader
+	bo       backoff
+	// est is the size of an entry the budget plans with: MaxPayloadBytes,
+	// the largest an entry handled may be, or more after larger (oversize)
+	// entries were read, decaying back.
+	est int
+}
+
+// start creates the group, from the stream's first entry (MKSTREAM), and on
+// a partition just taken over first takes what previous owners left
+// pending. Transient errors are retried until the engine stops, or, before
+// the group was ever created, until StartTimeout; then start returns an
+// error wrapping ErrStartTimeout and the last Redis error.
+func (r *reader) start() error {
+	e := r.e
+	r.bo = backoff{base: e.p.ErrorBackoff, max: e.p.MaxErrorBackoff}
+	var deadline time.Time
+	if e.p.StartTimeout > 0 {
+		deadline = e.p.Clock.Now().Add(e.p.StartTimeout)
+	}
+	if err := r.createGroup(deadline); err != nil {
+		return err
+	}
+	if e.p.Adopt {
+		return r.adopt()
+	}
+	return nil
+}
+
+// createGroup runs XGROUP CREATE ... MKSTREAM until it works (BUSYGROUP:
+// it exists). With a deadline, the first failure is logged at ERROR and
+// Run gives up at the deadline.
+func (r *reader) createGroup(deadline time.Time) error {
+	e := r.e
+	for attempt := 0; ; attempt++ {
+		err := e.p.Client.XGroupCreateMkStream(e.ioCtx, e.p.Stream, e.p.Group, "0").Err()
+		switch {
+		case err == nil:
+			e.log.Info("created consumer group")
+			r.bo.reset()
+			return nil
+		case redis.HasErrorPrefix(err, "BUSYGROUP"):
+			r.bo.reset()
+			return nil
+		case isFatal(err):
+			return fmt.Errorf("%w: XGROUP CREATE %s %s: %w", e.p.ErrRedisFatal, e.p.Stream, e.p.Group, err)
+		}
+		if e.stopped() {
+			return errStopped
+		}
+		if !deadline.IsZero() {
+			if attempt == 0 {
+				e.log.Error("cannot reach Redis to create the consumer group; retrying until StartTimeout (check the client's address, password and TLS settings)",
+					slog.Any("err", err), slog.Duration("start_timeout", e.p.StartTimeout))
+			}
+			if !e.p.Clock.Now().Before(deadline) {
+				return fmt.Errorf("%w: the consumer could not create or reach group %q of stream %q within StartTimeout (%v); check the Redis client's address, password and TLS settings: %w",
+					e.p.ErrStartTimeout, e.p.Group, e.p.Stream, e.p.StartTimeout, err)
+			}
+			e.p.Stats.NoteRedisError(err, e.p.Clock.Now())
+			e.observe(Event{Kind: EventRedisError, Err: err})
+			e.setState(StateDegraded)
+		} else if e.rep.fail("xgroup-create", err) {
+			return e.fatalErr
+		}
+		if !clock.Sleep(e.p.Clock, e.stop, r.bo.next()) {
+			return errStopped
+		}
+	}
+}
+
+// adopt moves to this consumer every entry the group still has pending in
+// the partition, so that the read of the own pending list that follows
+// handles them, in stream order, before any new entry.
+func (r *reader) adopt() error {
+	e := r.e
+	cursor, moved := "0-0", 0
+	for !e.stopped() {
+		res, err := scripts.Adopt.Run(e.ioCtx, e.p.Client, []string{e.p.Stream},
+			e.p.Group, e.p.Consumer, cursor, e.p.BatchSize).Slice()
+		if err == nil {
+			next, n, deleted, perr := parseAdopt(res)
+			if err = perr; err == nil {
+				moved += n
+				if len(deleted) > 0 {
+					e.reportDeleted(deleted)
+				}
+				if cursor = next; cursor == "0-0" || cursor == "" {
+					if moved > 0 {
+						e.log.Info("took over the entries previous owners left pending", slog.Int("count", moved))
+					}
+					return nil
+				}
+				r.bo.reset()
+				continue
+			}
+		}
+		switch classify(err) {
+		case fatal:
+			return fmt.Errorf("%w: XAUTOCLAIM %s %s: %w", e.p.ErrRedisFatal, e.p.Stream, e.p.Group, err)
+		case noGroup:
+			e.held.newEpoch()
+			if err := r.createGroup(time.Time{}); err != nil {
+				return err
+			}
+			cursor = "0-0"
+			continue
+		}
+		e.rep.fail("adopt pending", err)
+		if !clock.Sleep(e.p.Clock, e.stop, r.bo.next()) {
+			break
+		}
+	}
+	return errStopped
+}
+
+// parseAdopt reads the adopt script's reply.
+func parseAdopt(res []any) (next string, n int, deleted []string, err error) {
+	if len(res) < 2 {
+		return "", 0, nil, fmt.Errorf("unexpected reply to the adopt script: %v", res)
+	}
+	next, _ = res[0].(string)
+	cnt, _ := res[1].(int64)
+	if len(res) > 2 {
+		ids, _ := res[2].([]any)
+		for _, id := range ids {
+			if s, ok := id.(string); ok {
+				deleted = append(deleted, s)
+			}
+		}
+	}
+	return next, int(cnt), deleted, nil
+}
+
+// loop reads until the engine stops.
+func (r *reader) loop() {
+	e := r.e
+	defer r.blocking.close()
+	r.est = max(e.p.MaxPayloadBytes, 1)
+	args := redis.XReadGroupArgs{Group: e.p.Group, Consumer: e.p.Consumer, Streams: []string{e.p.Stream, "0"}}
+	ownPending, cursor := true, "0" // start with the own pending list
+	for !e.stopped() {
+		count, ok := r.room()
+		if !ok {
+			return
+		}
+		args.Count = int64(count)
+		var msgs []redis.XMessage
+		var err error
+		if ownPending {
+			args.Streams[1], args.Block = cursor, -1 // no BLOCK: a history read returns at once
+			e.held.guard()                           // until its entries are tracked: see held.acked
+			msgs, err = r.read(&args, false)
+			if err != nil {
+				e.held.unguard()
+			}
+		} else {
+			args.Streams[1], args.Block = ">", e.p.Block
+			msgs, err = r.read(&args, true)
+		}
+		if err != nil {
+			if errors.Is(err, redis.Nil) { // BLOCK timed out, or unblocked
+				e.rep.ok()
+				continue
+			}
+			if e.stopped() {
+				return
+			}
+			switch classify(err) {
+			case fatal:
+				e.rep.fail("xreadgroup", err)
+				return
+			case noGroup:
+				e.log.Warn("stream or group is gone (deleted, expired or flushed); recreating the group from the first entry", slog.Any("err", err))
+				e.held.newEpoch()
+				if r.createGroup(time.Time{}) != nil {
+					return
+				}
+				continue
+			}
+			e.rep.fail("xreadgroup", err)
+			ownPending, cursor = true, "0"
+			if !clock.Sleep(e.p.Clock, e.stop, r.bo.next()) {
+				return
+			}
+			continue
+		}
+		r.bo.reset()
+		e.rep.ok()
+		if e.State() == StateStarting && !ownPending {
+			e.setState(StateRunning)
+		}
+		r.plan(msgs)
+		if ownPending {
+			if len(msgs) > 0 {
+				e.dispatchPending(msgs, false)
+				cursor = msgs[len(msgs)-1].ID
+			}
+			e.held.unguard()
+			if len(msgs) < count {
+				ownPending = false
+				if e.State() == StateStarting {
+					e.setState(StateRunning)
+				}
+			}
+			continue
+		}
+		if !e.dispatch(e.decode(msgs, nil), false, false) {
+			return
+		}
+	}
+}
+
+// room waits until the workers are nearly out of work and the read-ahead
+// budget has room, and returns how many entries the next read may bring:
+// BatchSize, or fewer, so that what one read brings in fits the budget's
+// free part even if every entry were as large as an entry may be
+// (MaxPayloadBytes, or the largest read lately). It returns false when the
+// engine stops.
+func (r *reader) room() (int, bool) {
+	e := r.e
+	if !e.queue.waitBelow(e.p.Concurrency) {
+		return 0, false
+	}
+	for {
+		free := e.p.MaxReadAheadBytes - e.held.heldBytes()
+		if n := int(free / int64(r.est)); n >= 1 || e.held.count.Load() == 0 {
+			return min(max(n, 1), e.p.BatchSize), true
+		}
+		select {
+		case <-e.held.room:
+		case <-e.stop:
+			return 0, false
+		}
+	}
+}
+
+// plan updates the entry size the budget plans with from a read.
+func (r *reader) plan(msgs []redis.XMessage) {
+	largest := 0
+	for i := range msgs {
+		largest = max(largest, entrySize(&msgs[i]))
+	}
+	r.est = max(largest, r.est*3/4, r.e.p.MaxPayloadBytes, 1)
+}
+
+// read issues the XREADGROUP: history reads through the client, blocking
+// ones through the interruptible reader.
+func (r *reader) read(args *redis.XReadGroupArgs, blocking bool) ([]redis.XMessage, error) {
+	e := r.e
+	var streams []redis.XStream
+	var err error
+	if blocking {
+		var openErr error
+		streams, openErr, err = r.blocking.read(e.ioCtx, args)
+		if openErr != nil && !e.stopped() {
+			e.rep.fail("open reader connection", openErr)
+		}
+	} else {
+		streams, err = e.p.Client.XReadGroup(e.ioCtx, args).Result()
+	}
+	if err != nil || len(streams) == 0 {
+		return nil, err
+	}
+	return streams[0].Messages, nil
+}
+
+// interrupt ends a blocked XREADGROUP with CLIENT UNBLOCK, repeating until
+// the reader has returned (the read may not have been sent yet when the
+// first UNBLOCK goes out), for at most Block and a second.
+func (r *reader) interrupt() {
+	e := r.e
+	e.jobs.goJob("interrupt", func() {
+		ctx, cancel := context.WithTimeout(e.ioCtx, e.p.Block+time.Second)
+		defer cancel()
+		for e.jobs.runningJob("reader") {
+			owner, id := r.blocking.target()
+			if err := unblock(ctx, owner, id); err != nil {
+				e.log.Info("cannot interrupt the blocked read (CLIENT UNBLOCK refused); stopping once it times out", slog.Any("err", err), slog.Duration("block", e.p.Block))
+				return
+			}
+			if !clock.Sleep(e.p.Clock, ctx.Done(), 20*time.Millisecond) {
+				return
+			}
+		}
+	})
+}

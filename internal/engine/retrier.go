@@ -1,0 +1,120 @@
+package engine
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// retrier delivers failed entries again once their backoff is over. A
+// failing entry waits here, not in a worker, so it never crowds out healthy
+// ones. It claims each back with XCLAIM, whose MIN-IDLE makes sure no other
+// consumer claimed the entry since this one last touched it (if one did, it
+// is theirs now), and which counts the delivery in Redis.
+type retrier struct {
+	e    *Engine
+	wake chan struct{}
+}
+
+// schedule keeps d pending and delivers it again after delay.
+func (r *retrier) schedule(d *Delivery, delay time.Duration, cause error) {
+	e := r.e
+	if !e.held.schedule(d, e.now()+int64(delay), e.p.BatchSize) {
+		return // at most BatchSize wait: this one waits in Redis, for XAUTOCLAIM
+	}
+	e.p.Stats.Retried.Add(1)
+	ev := EventOf(EventRetryScheduled, d)
+	ev.Delay, ev.Err = delay, cause
+	e.observe(ev)
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *retrier) run() {
+	e := r.e
+	timer := e.p.Clock.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		due, next := e.held.due(e.now())
+		for _, d := range due {
+			r.redeliver(d)
+		}
+		wait := time.Hour
+		if next != 0 {
+			wait = time.Duration(next - e.now())
+		}
+		timer.Reset(wait)
+		e.signal("retrier")
+		select {
+		case <-e.stop:
+			return
+		case <-r.wake:
+		case <-timer.C():
+		}
+	}
+}
+
+// redeliver claims d back from Redis and hands it to a worker.
+func (r *retrier) redeliver(d *Delivery) {
+	e := r.e
+	if e.stopped() {
+		e.held.forget(d) // stays pending
+		return
+	}
+	var msgs []redis.XMessage
+	var err error
+	for attempt := 0; ; attempt++ {
+		touched, current := e.held.touchedAt(d)
+		if !current { // its stream was deleted meanwhile
+			return
+		}
+		minIdle := max(time.Duration(e.now()-touched)-5*time.Millisecond, 0)
+		msgs, err = e.p.Client.XClaim(e.ioCtx, &redis.XClaimArgs{
+			Stream: e.p.Stream, Group: e.p.Group, Consumer: e.p.Consumer,
+			MinIdle: minIdle, Messages: []string{d.ID},
+		}).Result()
+		if err != nil || len(msgs) > 0 || attempt > 0 {
+			break
+		}
+		// Nothing claimed: if this consumer itself reset the entry's idle
+		// time meanwhile (a lease renewal, a re-read of its pending list),
+		// touched moved on; claim again with it.
+		if now, _ := e.held.touchedAt(d); now == touched {
+			break
+		}
+	}
+	if err != nil {
+		// Leave it pending: XAUTOCLAIM picks it up after ClaimMinIdle.
+		e.rep.fail("xclaim", err, slog.String("id", d.ID))
+		e.held.forget(d)
+		return
+	}
+	if len(msgs) == 0 || msgs[0].Values == nil {
+		e.held.forget(d)
+		// Redis 7 answers nothing both for an entry someone else holds and
+		// for one trimmed while pending (which XCLAIM also drops from the
+		// pending list): ask the stream which.
+		if gone, err := r.entryGone(d.ID); err == nil && gone {
+			e.reportDeleted([]string{d.ID})
+		} else {
+			e.log.Info("entry due for retry is no longer ours (claimed by another consumer, or handled)", slog.String("id", d.ID))
+		}
+		return
+	}
+	if !e.held.claimedBack(d, msgs[0].Values, e.now()) {
+		return
+	}
+	e.p.Stats.Delivered.Add(1)
+	if !e.queue.push([]*Delivery{d}) {
+		e.held.forget(d)
+	}
+}
+
+// entryGone reports whether the entry id is no longer in the stream.
+func (r *retrier) entryGone(id string) (bool, error) {
+	msgs, err := r.e.p.Client.XRange(r.e.ioCtx, r.e.p.Stream, id, id).Result()
+	return err == nil && len(msgs) == 0, err
+}
