@@ -152,7 +152,7 @@ type Consumer struct {
 	stats              engine.Stats
 
 	mu     sync.Mutex
-	single *engine.Engine          // the engine of an unpartitioned stream, while Run runs
+	single *engine.Engine         // the engine of an unpartitioned stream, while Run runs
 	coord  *ownership.Coordinator // of a partitioned stream, while Run runs
 
 	logMu   sync.Mutex

@@ -243,4 +243,3 @@ func (p *processor) call(ctx context.Context, c *Completion, d *engine.Delivery)
 	}()
 	return p.handler.HandleCompletion(ctx, c)
 }
-

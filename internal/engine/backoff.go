@@ -40,4 +40,3 @@ func expDelay(base, max time.Duration, n int) time.Duration {
 	}
 	return d
 }
-

@@ -27,8 +27,8 @@ const (
 // Settings are the timings and limits of an engine, from completion.Config
 // with its defaults filled in (see there for what each means).
 type Settings struct {
-	Block, ClaimMinIdle, ClaimInterval, LeaseInterval, AckDelay    time.Duration
-	ShutdownTimeout, ErrorBackoff, MaxErrorBackoff, StaleConsumerAge time.Duration
+	Block, ClaimMinIdle, ClaimInterval, LeaseInterval, AckDelay        time.Duration
+	ShutdownTimeout, ErrorBackoff, MaxErrorBackoff, StaleConsumerAge   time.Duration
 	BatchSize, Concurrency, MaxPayloadBytes, MaxIDBytes, MaxErrorBytes int
 	MaxReadAheadBytes, DeadLetterMaxLen                                int64
 	OrderByTask                                                        bool

@@ -80,4 +80,3 @@ func (l *leaser) lost(ds []*Delivery) {
 	e.log.Warn("another consumer took over entries this one holds; their handlers are cancelled, and those that had started may run twice (is ClaimMinIdle too short, or was this process paused?)",
 		slog.Int("count", len(ds)), slog.String("first_id", ds[0].ID), slog.Duration("claim_min_idle", e.p.ClaimMinIdle))
 }
-

@@ -49,19 +49,19 @@ import (
 
 // Params are everything a coordinator is given.
 type Params struct {
-	Client                   engine.Client
-	Stream, Group, Consumer  string
-	Partitions, Concurrency  int
-	TTL, LeaseInterval       time.Duration
-	StartTimeout             time.Duration // bound on the first heartbeat; 0: none
-	Log                      *slog.Logger
-	Stats                    *engine.Stats
-	Observe                  func(engine.Event) // nil: none
-	Clock                    clock.Clock
-	Live                     *engine.LiveSet
-	ErrRedisFatal            error
-	ErrStartTimeout          error
-	ErrShutdownTimeout       error
+	Client                  engine.Client
+	Stream, Group, Consumer string
+	Partitions, Concurrency int
+	TTL, LeaseInterval      time.Duration
+	StartTimeout            time.Duration // bound on the first heartbeat; 0: none
+	Log                     *slog.Logger
+	Stats                   *engine.Stats
+	Observe                 func(engine.Event) // nil: none
+	Clock                   clock.Clock
+	Live                    *engine.LiveSet
+	ErrRedisFatal           error
+	ErrStartTimeout         error
+	ErrShutdownTimeout      error
 	// NewEngine returns the engine of partition i, which takes over the
 	// partition's leftovers first and shares the handler slots sem.
 	NewEngine func(i int, sem chan struct{}) *engine.Engine
@@ -175,7 +175,9 @@ loop:
 // callTimeout bounds each coordination call (a heartbeat, an acquisition, a
 // release), and twice that the renewals of one step together, so that a
 // hung Redis cannot hold the coordinator up.
-func (c *Coordinator) callTimeout() time.Duration { return max(c.p.LeaseInterval/4, 50*time.Millisecond) }
+func (c *Coordinator) callTimeout() time.Duration {
+	return max(c.p.LeaseInterval/4, 50*time.Millisecond)
+}
 
 // untilCut returns how long from now a partition whose ownership was last
 // renewed at renewed may keep its handlers running: until a quarter of the
@@ -485,4 +487,3 @@ func (c *Coordinator) observe(e engine.Event) {
 		c.p.Observe(e)
 	}
 }
-
