@@ -100,6 +100,7 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	in     *inspect.Inspector
+	client *redis.Client // the connection in, for commands that need more
 }
 
 // partitioned reports whether the command works on all partitions of a
@@ -145,46 +146,65 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	name, rest := rest[0], rest[1:]
 	if name == "help" {
-		if len(rest) == 0 {
-			printHelp(stdout)
-			return exitOK
-		}
-		cmd, ok := commandNamed(rest[0])
-		if !ok {
-			return usageFailure(stderr, "", fmt.Errorf("unknown command %q", rest[0]))
-		}
-		printCommandHelp(stdout, cmd)
-		return exitOK
+		return help(stdout, stderr, rest)
 	}
 	cmd, ok := commandNamed(name)
 	if !ok {
 		return usageFailure(stderr, "", fmt.Errorf("unknown command %q", name))
 	}
+	act, code := prepare(cmd, &g, rest, stdout, stderr)
+	if act == nil {
+		return code
+	}
+	return execute(ctx, cmd, g, act, stdout, stderr)
+}
 
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// help prints the help, or one command's.
+func help(stdout, stderr io.Writer, args []string) int {
+	if len(args) == 0 {
+		printHelp(stdout)
+		return exitOK
+	}
+	cmd, ok := commandNamed(args[0])
+	if !ok {
+		return usageFailure(stderr, "", fmt.Errorf("unknown command %q", args[0]))
+	}
+	printCommandHelp(stdout, cmd)
+	return exitOK
+}
+
+// prepare parses cmd's flags and arguments into g and the action; a nil
+// action means the program ends with the code returned.
+func prepare(cmd *command, g *globals, args []string, stdout, stderr io.Writer) (action, int) {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	g.register(fs)
-	prepare := cmd.setup(fs)
-	positional, err := parseInterspersed(fs, rest)
+	check := cmd.setup(fs)
+	positional, err := parseInterspersed(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printCommandHelp(stdout, cmd)
-			return exitOK
+			return nil, exitOK
 		}
-		return usageFailure(stderr, name, err)
+		return nil, usageFailure(stderr, cmd.name, err)
 	}
-	act, err := prepare(positional)
+	act, err := check(positional)
 	if err != nil {
-		return usageFailure(stderr, name, err)
+		return nil, usageFailure(stderr, cmd.name, err)
 	}
 	if g.timeout <= 0 {
-		return usageFailure(stderr, name, fmt.Errorf("-timeout is %v; it must be positive", g.timeout))
+		return nil, usageFailure(stderr, cmd.name, fmt.Errorf("-timeout is %v; it must be positive", g.timeout))
 	}
+	return act, exitOK
+}
+
+// execute connects to Redis and runs the action.
+func execute(ctx context.Context, cmd *command, g globals, act action, stdout, stderr io.Writer) int {
+	name := cmd.name
 	stream, err := g.streamKey()
 	if err != nil {
 		return usageFailure(stderr, name, err)
 	}
-
 	client, err := newClient(g.addr)
 	if err != nil {
 		return usageFailure(stderr, name, err)
@@ -199,7 +219,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, g.timeout)
 		defer cancel()
 	}
-	e := &env{g: g, stdout: stdout, stderr: stderr, in: in}
+	e := &env{g: g, stdout: stdout, stderr: stderr, in: in, client: client}
 	if err := act(ctx, e); err != nil {
 		var ue *usageError
 		if errors.As(err, &ue) {

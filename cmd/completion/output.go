@@ -226,9 +226,8 @@ func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 }
 
-// writeInfo prints the stream's state; of a partitioned stream the totals,
-// then a line per partition with the pending count and lag of group.
-func writeInfo(w io.Writer, si inspect.StreamInfo, group string) error {
+// writeStreamHeader prints the stream's own lines of info.
+func writeStreamHeader(w io.Writer, si inspect.StreamInfo) error {
 	tw := newTable(w)
 	now := time.Now()
 	parts := ""
@@ -253,7 +252,13 @@ func writeInfo(w io.Writer, si inspect.StreamInfo, group string) error {
 	default:
 		fmt.Fprintf(tw, "Dead letters\t%d in the partitions' dead-letter streams\n", si.DeadLetterLength)
 	}
-	if err := tw.Flush(); err != nil {
+	return tw.Flush()
+}
+
+// writeInfo prints the stream's state; of a partitioned stream the totals,
+// then a line per partition with the pending count and lag of group.
+func writeInfo(w io.Writer, si inspect.StreamInfo, group string) error {
+	if err := writeStreamHeader(w, si); err != nil {
 		return err
 	}
 	fmt.Fprintln(w)
