@@ -268,7 +268,7 @@ func writeInfo(w io.Writer, si inspect.StreamInfo, group string) error {
 		}
 		return writePartitions(w, si, group)
 	}
-	tw = newTable(w)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "GROUP\tCONSUMERS\tPENDING\tLAG\tLAST DELIVERED")
 	for _, g := range si.Groups {
 		lag := "?"
