@@ -13,8 +13,9 @@ import (
 const bareCount = 500
 
 // runBare is the ceiling: one goroutine, XREADGROUP COUNT 500, decode each
-// entry with encoding/json, call the hook, one multi-id XACK per batch. No
-// registry, no retries, no recovery.
+// entry with encoding/json, look its task up in the same registry the
+// library's consumer gets, run the same handler work, one multi-id XACK per
+// batch. No retries, no recovery, no dead letters.
 func runBare(ctx context.Context, e *env) error {
 	args := &redis.XReadGroupArgs{
 		Group: e.group, Consumer: e.consumer,
@@ -43,7 +44,12 @@ func runBare(ctx context.Context, e *env) error {
 				if err := json.Unmarshal(unsafe.Slice(unsafe.StringData(data), len(data)), &msg); err != nil {
 					return err
 				}
-				e.handle(msg.Result)
+				if err := e.lookup(ctx, msg.OperationID, msg.TaskID); err != nil {
+					return err
+				}
+				if err := e.work(msg.Result); err != nil {
+					return err
+				}
 				ids = append(ids, m.ID)
 			}
 		}

@@ -7,12 +7,12 @@ import (
 )
 
 // runCompletion runs the library's consumer with an in-memory registry that
-// knows every task and a handler that does nothing but the run's hook.
-// Everything else is the library's default.
+// knows every task and a handler that does the handler work every
+// implementation does (decode the result). Everything else is the library's
+// default.
 func runCompletion(ctx context.Context, e *env) error {
 	handler := completion.HandlerFunc(func(_ context.Context, c *completion.Completion) error {
-		e.handle(c.Message.Result)
-		return nil
+		return completion.Permanent(e.work(c.Message.Result))
 	})
 	c, err := completion.NewConsumer(e.rdb, e.fx.mem, handler, completion.Config{
 		Stream:      e.stream,

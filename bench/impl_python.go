@@ -143,7 +143,17 @@ func pyHandleMessage(e *env, body []byte) {
 		return
 	}
 	// process_operation_success(task, message.result) or
-	// process_operation_failure(task, message.error). The hook is given the
-	// raw message, which holds the publish time the latency mode reads.
-	e.handle(body)
+	// process_operation_failure(task, message.error): the handler work every
+	// implementation does, on the result's JSON (read again here: pydantic
+	// gave a dict).
+	var raw struct {
+		Result json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		e.log.Error("failed to parse completion message", slog.Any("err", err))
+		return
+	}
+	if err := e.work(raw.Result); err != nil {
+		e.log.Error("handler failed", slog.Any("err", err))
+	}
 }

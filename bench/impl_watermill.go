@@ -48,7 +48,9 @@ func runWatermill(ctx context.Context, e *env) error {
 			if err := json.Unmarshal(m.Payload, &msg); err != nil {
 				return err
 			}
-			e.handle(msg.Result)
+			if err := e.work(msg.Result); err != nil {
+				return err
+			}
 			m.Ack()
 		}
 	}

@@ -453,6 +453,9 @@ func (b *bench) runAll(ctx context.Context) ([]row, error) {
 // measure is one run's figures; zero where a metric does not apply.
 type measure struct {
 	msgsPerS, allocsPerMsg, p50ms, p99ms, maxms float64
+	// cpuUSPerMsg is the CPU time (user and system) the process spent per
+	// message while draining: the consumer's own cost, not Redis's.
+	cpuUSPerMsg float64
 	// memory mode, in MiB: RSS before, at the peak of and after the drain,
 	// and the Go heap in use at the peak sample
 	baselineMB, peakMB, endMB, heapMB float64
@@ -463,8 +466,8 @@ func (m measure) String() string {
 		return fmt.Sprintf("baseline_rss=%.1fMB peak_rss=%.1fMB end_rss=%.1fMB heap_inuse=%.1fMB",
 			m.baselineMB, m.peakMB, m.endMB, m.heapMB)
 	}
-	return fmt.Sprintf("msgs/s=%.0f allocs/msg=%.1f p50=%.3fms p99=%.3fms max=%.3fms",
-		m.msgsPerS, m.allocsPerMsg, m.p50ms, m.p99ms, m.maxms)
+	return fmt.Sprintf("msgs/s=%.0f cpu/msg=%.2fµs allocs/msg=%.1f p50=%.3fms p99=%.3fms max=%.3fms",
+		m.msgsPerS, m.cpuUSPerMsg, m.allocsPerMsg, m.p50ms, m.p99ms, m.maxms)
 }
 
 // median takes the median of each metric separately.
@@ -483,6 +486,7 @@ func median(ms []measure) measure {
 	return measure{
 		msgsPerS:     pick(func(m measure) float64 { return m.msgsPerS }),
 		allocsPerMsg: pick(func(m measure) float64 { return m.allocsPerMsg }),
+		cpuUSPerMsg:  pick(func(m measure) float64 { return m.cpuUSPerMsg }),
 		p50ms:        pick(func(m measure) float64 { return m.p50ms }),
 		p99ms:        pick(func(m measure) float64 { return m.p99ms }),
 		maxms:        pick(func(m measure) float64 { return m.maxms }),
@@ -508,13 +512,13 @@ func (b *bench) throughput(ctx context.Context, im impl, n int, hook func([]byte
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	start := time.Now()
+	start, cpuStart := time.Now(), cpuTime()
 	r := b.start(ctx, im, s)
 	if err := b.waitDrained(ctx, s, r, 10*time.Minute); err != nil {
 		r.abort()
 		return measure{}, err
 	}
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), cpuTime()-cpuStart
 	runtime.ReadMemStats(&after)
 	if err := b.finish(ctx, s, r); err != nil {
 		return measure{}, err
@@ -522,6 +526,7 @@ func (b *bench) throughput(ctx context.Context, im impl, n int, hook func([]byte
 	return measure{
 		msgsPerS:     float64(n) / elapsed.Seconds(),
 		allocsPerMsg: float64(after.Mallocs-before.Mallocs) / float64(n),
+		cpuUSPerMsg:  float64(cpu.Microseconds()) / float64(n),
 	}, nil
 }
 

@@ -56,7 +56,7 @@ func message(i int) completion.Message {
 		OperationID: opID(i),
 		TaskID:      taskID(i),
 		Success:     true,
-		Result:      json.RawMessage(`{"t":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `}`),
+		Result:      json.RawMessage(resultJSON(time.Now())),
 	}
 }
 

@@ -46,8 +46,8 @@ func (rep report) print(w io.Writer) {
 				r.impl, r.mode, r.concurrency, r.msgs, r.m.baselineMB, r.m.peakMB, r.m.endMB, r.m.heapMB)
 			continue
 		}
-		fmt.Fprintf(w, "RESULT impl=%s mode=%s concurrency=%d msgs_per_s=%.0f allocs_per_msg=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
-			r.impl, r.mode, r.concurrency, r.m.msgsPerS, r.m.allocsPerMsg, r.m.p50ms, r.m.p99ms, r.m.maxms)
+		fmt.Fprintf(w, "RESULT impl=%s mode=%s concurrency=%d msgs_per_s=%.0f cpu_us_per_msg=%.2f allocs_per_msg=%.2f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
+			r.impl, r.mode, r.concurrency, r.m.msgsPerS, r.m.cpuUSPerMsg, r.m.allocsPerMsg, r.m.p50ms, r.m.p99ms, r.m.maxms)
 	}
 	for _, section := range []string{rep.table(), rep.memoryTable(), rep.ratios(), rep.targets()} {
 		if section != "" {
