@@ -15,7 +15,7 @@ import (
 // registry lookup, no-op handler, batched ack. allocs/op is allocations per
 // message, for the whole process (go-redis included).
 func BenchmarkConsumerDrain(b *testing.B) {
-	for _, conc := range []int{1, DefaultConcurrency} {
+	for _, conc := range []int{1, defaultConcurrency} {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
 			benchDrain(b, conc, b.N, 0)
 		})
@@ -28,9 +28,9 @@ func BenchmarkConsumerDrain(b *testing.B) {
 // long as the two alone together: poison costs its dead-lettering, nothing
 // more. Compare the ns/op of the three.
 func BenchmarkPoisonFlood(b *testing.B) {
-	b.Run("healthy", func(b *testing.B) { benchDrain(b, DefaultConcurrency, b.N, 0) })
-	b.Run("poison", func(b *testing.B) { benchDrain(b, DefaultConcurrency, 0, b.N) })
-	b.Run("mixed", func(b *testing.B) { benchDrain(b, DefaultConcurrency, b.N, b.N) })
+	b.Run("healthy", func(b *testing.B) { benchDrain(b, defaultConcurrency, b.N, 0) })
+	b.Run("poison", func(b *testing.B) { benchDrain(b, defaultConcurrency, 0, b.N) })
+	b.Run("mixed", func(b *testing.B) { benchDrain(b, defaultConcurrency, b.N, b.N) })
 }
 
 // benchDrain publishes healthy messages and poison entries interleaved,

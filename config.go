@@ -13,31 +13,36 @@ import (
 	"github.com/streamrelay/completion/internal/keys"
 )
 
-// Defaults applied by [NewConsumer] to zero [Config] fields, and by
-// [Publish] where it says so. The stream and group names match the Python
-// service the wire format comes from, so both can share a stream.
+// Defaults of the names, shared with the Python service the wire format
+// comes from, so that both can share a stream, and of [Publish]'s trimming.
+// The other defaults are given with each [Config] field; [Consumer.Config]
+// returns them filled in.
 const (
-	DefaultStream            = "chat:completions"
-	DefaultGroup             = "chat_consumers"
-	DefaultMaxLen            = 10000
-	DefaultBlock             = 5 * time.Second
-	DefaultBatchSize         = 500
-	DefaultConcurrency       = 16
-	DefaultClaimMinIdle      = 60 * time.Second
-	DefaultClaimInterval     = 5 * time.Second
-	DefaultMaxDeliveries     = 5
-	DefaultRetryBackoff      = time.Second
-	DefaultMaxRetryBackoff   = 30 * time.Second
-	DefaultAckDelay          = time.Millisecond
-	DefaultShutdownTimeout   = 30 * time.Second
-	DefaultStartTimeout      = 30 * time.Second
-	DefaultMaxPayloadBytes   = 1 << 20
-	DefaultMaxReadAheadBytes = 64 << 20
-	DefaultMaxIDBytes        = 512
-	DefaultMaxErrorBytes     = 64 << 10
-	DefaultErrorBackoff      = 100 * time.Millisecond
-	DefaultMaxErrorBackoff   = 10 * time.Second
-	DefaultStaleConsumerAge  = time.Hour
+	DefaultStream = "chat:completions"
+	DefaultGroup  = "chat_consumers"
+	DefaultMaxLen = 10000
+)
+
+// The defaults of the Config fields that have one.
+const (
+	defaultBlock             = 5 * time.Second
+	defaultBatchSize         = 500
+	defaultConcurrency       = 16
+	defaultClaimMinIdle      = 60 * time.Second
+	defaultClaimInterval     = 5 * time.Second
+	defaultMaxDeliveries     = 5
+	defaultRetryBackoff      = time.Second
+	defaultMaxRetryBackoff   = 30 * time.Second
+	defaultAckDelay          = time.Millisecond
+	defaultShutdownTimeout   = 30 * time.Second
+	defaultStartTimeout      = 30 * time.Second
+	defaultMaxPayloadBytes   = 1 << 20
+	defaultMaxReadAheadBytes = 64 << 20
+	defaultMaxIDBytes        = 512
+	defaultMaxErrorBytes     = 64 << 10
+	defaultErrorBackoff      = 100 * time.Millisecond
+	defaultMaxErrorBackoff   = 10 * time.Second
+	defaultStaleConsumerAge  = time.Hour
 )
 
 // NoStartTimeout, as Config.StartTimeout, makes Run wait for Redis for as
@@ -48,38 +53,6 @@ const NoStartTimeout = time.Duration(math.MaxInt64)
 // an entry a consumer is about to acknowledge, or whose lease is due, would
 // be taken over by another.
 const minClaimMinIdle = 100 * time.Millisecond
-
-// NotFoundPolicy says what the consumer does with an entry whose task the
-// [TaskRegistry] does not know ([ErrTaskNotFound]).
-type NotFoundPolicy int
-
-const (
-	// NotFoundDeadLetter moves the entry to the dead-letter stream at once
-	// with reason "task_not_found". This is the default: nothing is lost,
-	// and nothing is retried that is unlikely to succeed.
-	NotFoundDeadLetter NotFoundPolicy = iota
-	// NotFoundRetry treats an unknown task as a transient failure: the entry
-	// is retried with backoff, and dead-lettered once it reaches
-	// Config.MaxDeliveries. Choose it when completions may arrive before the
-	// task is registered.
-	NotFoundRetry
-	// NotFoundDrop logs the entry and acknowledges it, as the Python
-	// consumer does. The completion is gone.
-	NotFoundDrop
-)
-
-// String returns the policy's name.
-func (p NotFoundPolicy) String() string {
-	switch p {
-	case NotFoundDeadLetter:
-		return "dead-letter"
-	case NotFoundRetry:
-		return "retry"
-	case NotFoundDrop:
-		return "drop"
-	}
-	return fmt.Sprintf("NotFoundPolicy(%d)", int(p))
-}
 
 // Config configures a [Consumer]. It is taken by value: later changes to the
 // caller's copy have no effect. A zero field means its default, given at the
@@ -136,12 +109,12 @@ type Config struct {
 	// least 1ms: go-redis turns shorter values into BLOCK 0, which waits
 	// forever. Cancelling Run's context interrupts the wait on a
 	// *redis.Client or *redis.ClusterClient (or a client that embeds one).
-	// Default DefaultBlock.
+	// Default 5s.
 	Block time.Duration
 
 	// BatchSize is the most entries one XREADGROUP or XAUTOCLAIM brings in
 	// (COUNT) and the most acknowledgements sent in one XACK. Default
-	// DefaultBatchSize.
+	// 500.
 	BatchSize int
 
 	// MaxReadAheadBytes bounds the memory the consumer holds in entries
@@ -152,11 +125,11 @@ type Config struct {
 	// throughput with small entries; a burst of large entries then slows
 	// reading instead of growing the heap. Entries over MaxPayloadBytes are
 	// read once each (Redis hands a whole entry over) and dead-lettered
-	// without their bodies. Default DefaultMaxReadAheadBytes.
+	// without their bodies. Default 64 MiB.
 	MaxReadAheadBytes int64
 
 	// Concurrency is the most handlers that run at once. Default
-	// DefaultConcurrency.
+	// 16.
 	Concurrency int
 
 	// OrderByTask, when true, hands entries of the same task id to the
@@ -176,11 +149,11 @@ type Config struct {
 	// away; one whose claim may have lapsed while it waited (a paused
 	// process) checks that it still owns the entry before its handler
 	// starts. It must be at least 100ms and at least ten times AckDelay.
-	// Default DefaultClaimMinIdle.
+	// Default 60s.
 	ClaimMinIdle time.Duration
 
 	// ClaimInterval is how often the consumer looks for stale entries of
-	// other consumers with XAUTOCLAIM. Default DefaultClaimInterval.
+	// other consumers with XAUTOCLAIM. Default 5s.
 	ClaimInterval time.Duration
 
 	// LeaseInterval is how often the consumer renews its claim on the
@@ -190,16 +163,16 @@ type Config struct {
 
 	// MaxDeliveries is how many times an entry is delivered before it is
 	// dead-lettered with reason "max_deliveries". Default
-	// DefaultMaxDeliveries.
+	// 5.
 	MaxDeliveries int
 
 	// RetryBackoff is the wait before an entry whose handler failed is
 	// delivered again; it doubles with every delivery up to MaxRetryBackoff.
-	// Default DefaultRetryBackoff.
+	// Default 1s.
 	RetryBackoff time.Duration
 
 	// MaxRetryBackoff caps RetryBackoff's growth. Default
-	// DefaultMaxRetryBackoff.
+	// 30s.
 	MaxRetryBackoff time.Duration
 
 	// NotFound says what happens to an entry whose task is unknown. Default
@@ -227,28 +200,28 @@ type Config struct {
 
 	// MaxPayloadBytes is the largest entry the consumer decodes: its "data"
 	// field, and with other fields (WithField) their names and values
-	// together; larger entries, and entries with more than MaxEntryFields
-	// fields, are dead-lettered with reason "oversize", without their fields
-	// (see DeadLetterExcerptField). Default DefaultMaxPayloadBytes.
+	// together; larger entries, and entries with more than 1000 fields, are
+	// dead-lettered with reason "oversize", without their fields (see
+	// DeadLetterReasonField). Default 1 MiB.
 	MaxPayloadBytes int
 
 	// MaxIDBytes is the longest operation id or task id accepted; entries
 	// with longer ids are dead-lettered with reason "oversize". Default
-	// DefaultMaxIDBytes.
+	// 512 bytes.
 	MaxIDBytes int
 
 	// MaxErrorBytes is the longest error text accepted; entries with a
 	// longer one are dead-lettered with reason "oversize". Default
-	// DefaultMaxErrorBytes.
+	// 64 KiB.
 	MaxErrorBytes int
 
 	// AckDelay is the longest an acknowledgement waits to be sent together
-	// with others in one XACK. Default DefaultAckDelay.
+	// with others in one XACK. Default 1ms.
 	AckDelay time.Duration
 
 	// ShutdownTimeout is how long Run waits, after its context is
 	// cancelled, for running handlers to finish. Then their context is
-	// cancelled. Default DefaultShutdownTimeout.
+	// cancelled. Default 30s.
 	ShutdownTimeout time.Duration
 
 	// StartTimeout bounds how long Run tries to reach Redis and create (or
@@ -257,16 +230,16 @@ type Config struct {
 	// error (a refused dial, a wrong password, a TLS failure), instead of
 	// retrying quietly forever. Once started, Redis errors never end Run.
 	// NoStartTimeout waits for as long as Run's context lasts. Default
-	// DefaultStartTimeout.
+	// 30s.
 	StartTimeout time.Duration
 
 	// ErrorBackoff is the first wait after a Redis error; waits double, with
 	// jitter, up to MaxErrorBackoff while errors go on. Default
-	// DefaultErrorBackoff.
+	// 100ms.
 	ErrorBackoff time.Duration
 
 	// MaxErrorBackoff caps ErrorBackoff's growth. Default
-	// DefaultMaxErrorBackoff.
+	// 10s.
 	MaxErrorBackoff time.Duration
 
 	// StaleConsumerAge is how long another consumer of the group must have
@@ -274,7 +247,7 @@ type Config struct {
 	// from the group. A consumer that is alive (it announces itself in the
 	// group's member set every LeaseInterval) is never deleted, and the
 	// check and the delete are one atomic step, so a consumer that holds
-	// entries is never deleted either. Default DefaultStaleConsumerAge.
+	// entries is never deleted either. Default 1h.
 	StaleConsumerAge time.Duration
 
 	// DedupTTL, when positive, turns on duplicate suppression: the consumer
@@ -358,12 +331,12 @@ func (c *Config) defaultSizes() error {
 		def  int
 		name string
 	}{
-		{&c.BatchSize, DefaultBatchSize, "BatchSize"},
-		{&c.Concurrency, DefaultConcurrency, "Concurrency"},
-		{&c.MaxDeliveries, DefaultMaxDeliveries, "MaxDeliveries"},
-		{&c.MaxPayloadBytes, DefaultMaxPayloadBytes, "MaxPayloadBytes"},
-		{&c.MaxIDBytes, DefaultMaxIDBytes, "MaxIDBytes"},
-		{&c.MaxErrorBytes, DefaultMaxErrorBytes, "MaxErrorBytes"},
+		{&c.BatchSize, defaultBatchSize, "BatchSize"},
+		{&c.Concurrency, defaultConcurrency, "Concurrency"},
+		{&c.MaxDeliveries, defaultMaxDeliveries, "MaxDeliveries"},
+		{&c.MaxPayloadBytes, defaultMaxPayloadBytes, "MaxPayloadBytes"},
+		{&c.MaxIDBytes, defaultMaxIDBytes, "MaxIDBytes"},
+		{&c.MaxErrorBytes, defaultMaxErrorBytes, "MaxErrorBytes"},
 	} {
 		if err := defaultInt(f.p, f.def, f.name); err != nil {
 			return err
@@ -371,7 +344,7 @@ func (c *Config) defaultSizes() error {
 	}
 	switch {
 	case c.MaxReadAheadBytes == 0:
-		c.MaxReadAheadBytes = DefaultMaxReadAheadBytes
+		c.MaxReadAheadBytes = defaultMaxReadAheadBytes
 	case c.MaxReadAheadBytes < 0:
 		return bad("MaxReadAheadBytes", c.MaxReadAheadBytes, "it must be positive (zero means the default)")
 	}
@@ -384,7 +357,7 @@ func (c *Config) defaultSizes() error {
 func (c *Config) defaultDurations() error {
 	switch {
 	case c.Block == 0:
-		c.Block = DefaultBlock
+		c.Block = defaultBlock
 	case c.Block < time.Millisecond:
 		return bad("Block", c.Block, "it must be at least 1ms (go-redis sends shorter values as BLOCK 0, which waits forever)")
 	}
@@ -393,16 +366,16 @@ func (c *Config) defaultDurations() error {
 		p    *time.Duration
 		def  time.Duration
 	}{
-		{"ClaimMinIdle", &c.ClaimMinIdle, DefaultClaimMinIdle},
-		{"ClaimInterval", &c.ClaimInterval, DefaultClaimInterval},
-		{"RetryBackoff", &c.RetryBackoff, DefaultRetryBackoff},
-		{"MaxRetryBackoff", &c.MaxRetryBackoff, DefaultMaxRetryBackoff},
-		{"AckDelay", &c.AckDelay, DefaultAckDelay},
-		{"ShutdownTimeout", &c.ShutdownTimeout, DefaultShutdownTimeout},
-		{"StartTimeout", &c.StartTimeout, DefaultStartTimeout},
-		{"ErrorBackoff", &c.ErrorBackoff, DefaultErrorBackoff},
-		{"MaxErrorBackoff", &c.MaxErrorBackoff, DefaultMaxErrorBackoff},
-		{"StaleConsumerAge", &c.StaleConsumerAge, DefaultStaleConsumerAge},
+		{"ClaimMinIdle", &c.ClaimMinIdle, defaultClaimMinIdle},
+		{"ClaimInterval", &c.ClaimInterval, defaultClaimInterval},
+		{"RetryBackoff", &c.RetryBackoff, defaultRetryBackoff},
+		{"MaxRetryBackoff", &c.MaxRetryBackoff, defaultMaxRetryBackoff},
+		{"AckDelay", &c.AckDelay, defaultAckDelay},
+		{"ShutdownTimeout", &c.ShutdownTimeout, defaultShutdownTimeout},
+		{"StartTimeout", &c.StartTimeout, defaultStartTimeout},
+		{"ErrorBackoff", &c.ErrorBackoff, defaultErrorBackoff},
+		{"MaxErrorBackoff", &c.MaxErrorBackoff, defaultMaxErrorBackoff},
+		{"StaleConsumerAge", &c.StaleConsumerAge, defaultStaleConsumerAge},
 	} {
 		switch {
 		case *d.p == 0:

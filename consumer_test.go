@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/streamrelay/completion/internal/keys"
+	"github.com/streamrelay/completion/internal/wire"
 )
 
 func TestConsumerCreatesGroupAndToleratesBusyGroup(t *testing.T) {
@@ -294,9 +295,9 @@ func TestMalformedEntriesAreDeadLetteredAndDoNotBlock(t *testing.T) {
 			if bad[i].reason == ReasonOversize {
 				// Too big to copy: an excerpt and the sizes instead.
 				data := bad[i].values[DataField].(string)
-				assert.Equal(t, data[:256], dl.Values[DeadLetterExcerptField])
-				assert.Equal(t, strconv.Itoa(len(data)), dl.Values[DeadLetterSizeField])
-				assert.Equal(t, "1", dl.Values[DeadLetterFieldsField])
+				assert.Equal(t, data[:256], dl.Values[wire.DeadLetterExcerptField])
+				assert.Equal(t, strconv.Itoa(len(data)), dl.Values[wire.DeadLetterSizeField])
+				assert.Equal(t, "1", dl.Values[wire.DeadLetterFieldsField])
 				assert.NotContains(t, dl.Values, DataField)
 			} else {
 				for k, v := range bad[i].values {
@@ -517,9 +518,9 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 		assert.Equal(t, DefaultGroup, cfg.Group)
 		assert.Equal(t, "{chat:completions}:dead", cfg.DeadLetterStream)
 		assert.Equal(t, keys.Slot(cfg.Stream), keys.Slot(cfg.DeadLetterStream), "the dead-letter stream must share the stream's cluster slot")
-		assert.Equal(t, DefaultClaimMinIdle, cfg.ClaimMinIdle)
-		assert.Equal(t, DefaultClaimMinIdle/3, cfg.LeaseInterval)
-		assert.Equal(t, DefaultBlock, cfg.Block)
+		assert.Equal(t, defaultClaimMinIdle, cfg.ClaimMinIdle)
+		assert.Equal(t, defaultClaimMinIdle/3, cfg.LeaseInterval)
+		assert.Equal(t, defaultBlock, cfg.Block)
 		assert.NotEmpty(t, cfg.Consumer)
 		c2, err := NewConsumer(rdb, reg, h, Config{})
 		require.NoError(t, err)

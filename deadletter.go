@@ -10,8 +10,8 @@ const (
 	// hold).
 	ReasonMalformed = wire.ReasonMalformed
 	// ReasonOversize: the entry ("data" and any other fields) is larger
-	// than Config.MaxPayloadBytes, has more than MaxEntryFields fields, or
-	// has ids or an error text over their limits.
+	// than Config.MaxPayloadBytes, has more than 1000 fields (what Redis's
+	// Lua can copy), or has ids or an error text over their limits.
 	ReasonOversize = wire.ReasonOversize
 	// ReasonTaskNotFound: the registry knows neither the operation id nor
 	// the task id (under NotFoundDeadLetter).
@@ -35,11 +35,11 @@ const (
 // "orig_", which a redrive strips again, so that every name round-trips.
 //
 // A dead letter of reason "oversize" for an entry over
-// Config.MaxPayloadBytes or MaxEntryFields holds none of the original
-// fields: the entry is too big to copy. It holds DeadLetterSizeField,
-// DeadLetterFieldsField and DeadLetterExcerptField instead, and cannot be
-// redriven; the original stays in the source stream, under
-// DeadLetterIDField, until the stream is trimmed.
+// Config.MaxPayloadBytes or with more than 1000 fields holds none of the original
+// fields: the entry is too big to copy. It holds "dl_size" (its bytes),
+// "dl_fields" (its field count) and "dl_excerpt" (the first 256 bytes of
+// its data field) instead, and cannot be redriven; the original stays in the
+// source stream, under DeadLetterIDField, until the stream is trimmed.
 const (
 	DeadLetterReasonField     = wire.DeadLetterReasonField     // one of the Reason constants
 	DeadLetterErrorField      = wire.DeadLetterErrorField      // the error text, at most 1 KiB
@@ -49,13 +49,4 @@ const (
 	DeadLetterStreamField     = wire.DeadLetterStreamField     // the source stream
 	DeadLetterIDField         = wire.DeadLetterIDField         // the entry id in the source stream
 	DeadLetterTimeField       = wire.DeadLetterTimeField       // RFC 3339 time, UTC, milliseconds
-	DeadLetterSizeField       = wire.DeadLetterSizeField       // oversize: the entry's bytes, decimal
-	DeadLetterFieldsField     = wire.DeadLetterFieldsField     // oversize: the entry's field count, decimal
-	DeadLetterExcerptField    = wire.DeadLetterExcerptField    // oversize: the first 256 bytes of its data field
 )
-
-// MaxEntryFields is the most fields an entry may have. An entry with more is
-// dead-lettered as "oversize", without its fields (see
-// DeadLetterExcerptField): Redis's Lua cannot pass many more values to one
-// command, and nothing a producer of this package writes comes near it.
-const MaxEntryFields = wire.MaxEntryFields

@@ -64,15 +64,15 @@ var (
 	ErrRedisFatal = errors.New("completion: redis refused the command")
 )
 
-// PermanentError marks a handler error that retrying cannot fix. The consumer
-// dead-letters the entry at once instead of redelivering it. Create one with
-// [Permanent]; detect one with [IsPermanent].
-type PermanentError struct {
+// permanentError marks a handler error that retrying cannot fix. The
+// consumer dead-letters the entry at once instead of redelivering it. Create
+// one with [Permanent]; detect one with [IsPermanent].
+type permanentError struct {
 	Err error
 }
 
 // Error returns the wrapped error's text.
-func (e *PermanentError) Error() string {
+func (e *permanentError) Error() string {
 	if e.Err == nil {
 		return "completion: permanent error"
 	}
@@ -80,7 +80,7 @@ func (e *PermanentError) Error() string {
 }
 
 // Unwrap returns the wrapped error.
-func (e *PermanentError) Unwrap() error { return e.Err }
+func (e *permanentError) Unwrap() error { return e.Err }
 
 // Permanent wraps err so that the consumer dead-letters the entry without
 // further retries. Permanent(nil) returns nil.
@@ -88,12 +88,12 @@ func Permanent(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &PermanentError{Err: err}
+	return &permanentError{Err: err}
 }
 
 // IsPermanent reports whether err, or an error it wraps, was made by
 // [Permanent].
 func IsPermanent(err error) bool {
-	var p *PermanentError
+	var p *permanentError
 	return errors.As(err, &p)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamrelay/completion/internal/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -153,8 +154,8 @@ func TestExtraFieldsCountTowardMaxPayloadBytes(t *testing.T) {
 		dl := deadLetters(t, b.rdb, stream)[0]
 		assert.Equal(t, ReasonOversize, dl.Values[DeadLetterReasonField])
 		assert.NotContains(t, dl.Values, "blob", "an oversize entry is not copied")
-		assert.Equal(t, "2", dl.Values[DeadLetterFieldsField])
-		assert.NotEmpty(t, dl.Values[DeadLetterExcerptField], "an excerpt of its data")
+		assert.Equal(t, "2", dl.Values[wire.DeadLetterFieldsField])
+		assert.NotEmpty(t, dl.Values[wire.DeadLetterExcerptField], "an excerpt of its data")
 		assert.Len(t, h.all(), 1, "the handler never saw the oversize entry")
 	})
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/streamrelay/completion/internal/scripts"
+	"github.com/streamrelay/completion/internal/wire"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -61,8 +62,8 @@ func TestHostileManyFieldsAreDeadLettered(t *testing.T) {
 	}
 	big := bySource[many].Values
 	assert.Equal(t, ReasonOversize, big[DeadLetterReasonField])
-	assert.Equal(t, "5001", big[DeadLetterFieldsField])
-	assert.Contains(t, big[DeadLetterExcerptField], `"operation_id":"op-many"`)
+	assert.Equal(t, "5001", big[wire.DeadLetterFieldsField])
+	assert.Contains(t, big[wire.DeadLetterExcerptField], `"operation_id":"op-many"`)
 	assert.NotContains(t, big, "f0")
 	small := bySource[control].Values
 	assert.Equal(t, ReasonTaskNotFound, small[DeadLetterReasonField])
@@ -100,7 +101,7 @@ func TestHostileFieldNamesRoundTrip(t *testing.T) {
 		rawEntryFields(t, rdb, DeadLetterStreamFor(stream), dls[0].ID)[:10], "the original fields first, in order, their names escaped")
 
 	// The redrive script (package inspect runs it) gives them back as written.
-	newID, err := scripts.Redrive.Run(ctx, rdb, []string{DeadLetterStreamFor(stream), stream}, dls[0].ID, MaxEntryFields).Text()
+	newID, err := scripts.Redrive.Run(ctx, rdb, []string{DeadLetterStreamFor(stream), stream}, dls[0].ID, wire.MaxEntryFields).Text()
 	require.NoError(t, err)
 	after := []redis.XMessage{{ID: newID}}
 	assert.Equal(t, written, rawEntryFields(t, rdb, stream, after[0].ID))

@@ -192,3 +192,35 @@ func (r *MemoryRegistry) LookupTask(_ context.Context, operationID, taskID strin
 	}
 	return Task{}, fmt.Errorf("%w: operation %q, task %q", ErrTaskNotFound, operationID, taskID)
 }
+
+// NotFoundPolicy says what the consumer does with an entry whose task the
+// [TaskRegistry] does not know ([ErrTaskNotFound]).
+type NotFoundPolicy int
+
+const (
+	// NotFoundDeadLetter moves the entry to the dead-letter stream at once
+	// with reason "task_not_found". This is the default: nothing is lost,
+	// and nothing is retried that is unlikely to succeed.
+	NotFoundDeadLetter NotFoundPolicy = iota
+	// NotFoundRetry treats an unknown task as a transient failure: the entry
+	// is retried with backoff, and dead-lettered once it reaches
+	// Config.MaxDeliveries. Choose it when completions may arrive before the
+	// task is registered.
+	NotFoundRetry
+	// NotFoundDrop logs the entry and acknowledges it, as the Python
+	// consumer does. The completion is gone.
+	NotFoundDrop
+)
+
+// String returns the policy's name.
+func (p NotFoundPolicy) String() string {
+	switch p {
+	case NotFoundDeadLetter:
+		return "dead-letter"
+	case NotFoundRetry:
+		return "retry"
+	case NotFoundDrop:
+		return "drop"
+	}
+	return fmt.Sprintf("NotFoundPolicy(%d)", int(p))
+}

@@ -379,7 +379,7 @@ func (b *bench) newSession(target int, hook func([]byte)) *session {
 func (b *bench) runAll(ctx context.Context) ([]row, error) {
 	all := []impl{
 		{name: "completion", concurrency: 1, format: formatCompletion, run: runCompletion},
-		{name: "completion", concurrency: completion.DefaultConcurrency, format: formatCompletion, run: runCompletion},
+		{name: "completion", concurrency: 16, format: formatCompletion, run: runCompletion},
 		{name: "python-loop", concurrency: 1, format: formatCompletion, run: runPythonLoop},
 		{name: "watermill", concurrency: 1, format: formatWatermill, run: runWatermill},
 		{name: "bare-go-redis", concurrency: 1, format: formatCompletion, run: runBare},
@@ -399,7 +399,7 @@ func (b *bench) runAll(ctx context.Context) ([]row, error) {
 	}
 	var mem []impl
 	if b.opts.wantImpl("completion") {
-		mem = []impl{{name: "completion", concurrency: completion.DefaultConcurrency, format: formatCompletion, run: runCompletion}}
+		mem = []impl{{name: "completion", concurrency: 16, format: formatCompletion, run: runCompletion}}
 	}
 
 	type job struct {

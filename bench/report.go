@@ -179,7 +179,7 @@ func (rep report) targets() string {
 		unit      string
 	}
 	var goals []goal
-	def := completion.DefaultConcurrency
+	def := 16
 	if c, ok := rep.find("completion", modeThroughput, def); ok {
 		for _, g := range []struct {
 			peer string

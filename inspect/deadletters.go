@@ -12,6 +12,7 @@ import (
 
 	"github.com/streamrelay/completion"
 	"github.com/streamrelay/completion/internal/keys"
+	"github.com/streamrelay/completion/internal/wire"
 )
 
 // DeadLetter is an entry of a dead-letter stream, parsed (see the
@@ -50,7 +51,7 @@ type DeadLetter struct {
 	// gave them. A redrive writes these (in their original order).
 	Fields map[string]string
 	// Size, FieldCount and Excerpt describe an entry dead-lettered as too
-	// big to copy (reason "oversize", see completion.MaxEntryFields): its
+	// big to copy (reason "oversize", more than 1000 fields or over MaxPayloadBytes): its
 	// size in bytes, its number of fields and the start of its data field.
 	// Such a dead letter has no Fields and cannot be redriven. Zero
 	// otherwise.
@@ -261,11 +262,11 @@ func parseDeadLetter(m redis.XMessage) DeadLetter {
 			dl.SourceID = s
 		case completion.DeadLetterTimeField:
 			dl.Time, _ = time.Parse(time.RFC3339Nano, s)
-		case completion.DeadLetterSizeField:
+		case wire.DeadLetterSizeField:
 			dl.Size, _ = strconv.ParseInt(s, 10, 64)
-		case completion.DeadLetterFieldsField:
+		case wire.DeadLetterFieldsField:
 			dl.FieldCount, _ = strconv.ParseInt(s, 10, 64)
-		case completion.DeadLetterExcerptField:
+		case wire.DeadLetterExcerptField:
 			dl.Excerpt = s
 		default:
 			if name, ok := originalField(k); ok {

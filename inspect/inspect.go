@@ -43,7 +43,7 @@ var (
 
 	// ErrNotRedrivable is returned (wrapped) when a dead letter holds no
 	// original fields to put back: one of an oversize entry, which holds only
-	// an excerpt (see completion.DeadLetterExcerptField), or one written by
+	// an excerpt (its dl_excerpt field), or one written by
 	// something else. [Inspector.Redrive] stops at it; the range redrives
 	// skip such dead letters, move the rest and then return this error with
 	// the count.

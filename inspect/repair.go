@@ -9,8 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamrelay/completion"
 	"github.com/streamrelay/completion/internal/scripts"
+	"github.com/streamrelay/completion/internal/wire"
 )
 
 // redrivePage is how many dead letters the range redrives read at a time.
@@ -346,7 +346,7 @@ func (in *Inspector) redriveOne(ctx context.Context, t deadTarget) (bool, error)
 		return fmt.Errorf("inspect: redrive dead letter %s from %q to %q: %w", t.id, dead, stream, err)
 	}
 	if in.topo.SameNode(dead, stream) {
-		err := scripts.Redrive.Run(ctx, in.client, []string{dead, stream}, t.id, completion.MaxEntryFields).Err()
+		err := scripts.Redrive.Run(ctx, in.client, []string{dead, stream}, t.id, wire.MaxEntryFields).Err()
 		switch {
 		case errors.Is(err, redis.Nil):
 			return false, nil
@@ -397,8 +397,8 @@ func (in *Inspector) originalFields(ctx context.Context, dead, id string) ([]any
 			values = append(values, orig, flat[i+1])
 		}
 	}
-	if len(values)/2 > completion.MaxEntryFields {
-		return nil, true, fmt.Errorf("%w: it holds %d fields, over the limit of %d", ErrNotRedrivable, len(values)/2, completion.MaxEntryFields)
+	if len(values)/2 > wire.MaxEntryFields {
+		return nil, true, fmt.Errorf("%w: it holds %d fields, over the limit of %d", ErrNotRedrivable, len(values)/2, wire.MaxEntryFields)
 	}
 	return values, true, nil
 }
