@@ -50,9 +50,8 @@ type PendingQuery struct {
 // (NOGROUP); of a partitioned stream, partitions without the group are left
 // out, and only a group no partition has is an error.
 func (in *Inspector) Pending(ctx context.Context, q PendingQuery) ([]PendingEntry, error) {
-	group := q.Group
-	if group == "" {
-		group = in.cfg.Group
+	if q.Group == "" {
+		q.Group = in.cfg.Group
 	}
 	n, err := countOf(q.Count)
 	if err != nil {
@@ -68,35 +67,21 @@ func (in *Inspector) Pending(ctx context.Context, q PendingQuery) ([]PendingEntr
 		if starts[i] == "" {
 			return nil
 		}
-		res, err := in.client.XPendingExt(ctx, &redis.XPendingExtArgs{
-			Stream: in.parts[i], Group: group, Start: starts[i], End: "+", Count: n, Consumer: q.Consumer,
-		}).Result()
-		switch {
-		case redis.HasErrorPrefix(err, "NOGROUP"):
+		l, err := in.pendingOf(ctx, i, q, starts[i], n)
+		if redis.HasErrorPrefix(err, "NOGROUP") {
 			noGroup[i] = err
 			return nil
-		case err != nil:
-			return fmt.Errorf("inspect: pending entries of group %q of stream %q: %w", group, in.parts[i], err)
-		}
-		l := make([]PendingEntry, len(res))
-		for j, p := range res {
-			l[j] = PendingEntry{ID: p.ID, Ref: in.ref(i, p.ID), Stream: in.parts[i], Partition: i,
-				Consumer: p.Consumer, Idle: p.Idle, Deliveries: p.RetryCount}
 		}
 		lists[i] = l
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := in.allNoGroup(noGroup, group); err != nil {
+	if err := in.allNoGroup(noGroup, q.Group); err != nil {
 		return nil, err
 	}
-	total := 0
-	for _, l := range lists {
-		total += len(l)
-	}
-	out := make([]PendingEntry, 0, total) // not n: a count may be far above what there is
+	var out []PendingEntry // not sized by n: a count may be far above what there is
 	for _, l := range lists {
 		out = append(out, l...)
 	}
@@ -109,7 +94,30 @@ func (in *Inspector) Pending(ctx context.Context, q PendingQuery) ([]PendingEntr
 	if int64(len(out)) > n {
 		out = out[:n]
 	}
+	if out == nil {
+		out = []PendingEntry{}
+	}
 	return out, nil
+}
+
+// pendingOf returns up to n pending entries of partition i from start. A
+// NOGROUP error is returned as it is.
+func (in *Inspector) pendingOf(ctx context.Context, i int, q PendingQuery, start string, n int64) ([]PendingEntry, error) {
+	res, err := in.client.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: in.parts[i], Group: q.Group, Start: start, End: "+", Count: n, Consumer: q.Consumer,
+	}).Result()
+	switch {
+	case redis.HasErrorPrefix(err, "NOGROUP"):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("inspect: pending entries of group %q of stream %q: %w", q.Group, in.parts[i], err)
+	}
+	l := make([]PendingEntry, len(res))
+	for j, p := range res {
+		l[j] = PendingEntry{ID: p.ID, Ref: in.ref(i, p.ID), Stream: in.parts[i], Partition: i,
+			Consumer: p.Consumer, Idle: p.Idle, Deliveries: p.RetryCount}
+	}
+	return l, nil
 }
 
 // allNoGroup returns an error when every partition lacked the group

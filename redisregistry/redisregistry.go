@@ -207,11 +207,32 @@ func (r *Registry) LookupTasks(ctx context.Context, keys []completion.TaskKey) (
 	if len(keys) == 0 {
 		return tasks, errs
 	}
-	gets := make([]*redis.StringCmd, len(keys))
 	metas := make(map[string]*redis.MapStringStringCmd, len(keys)) // by task id
+	gets := r.fetchFirst(ctx, keys, metas)
+	indexed, more := r.indexedTasks(keys, gets, metas, errs)
+	// Round trip 2: meta hashes of indexed tasks not fetched yet.
+	if len(more) > 0 {
+		cmds, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, id := range more {
+				metas[id] = p.HGetAll(ctx, r.metaPrefix+id)
+			}
+			return nil
+		})
+		registrySettle(err, cmds)
+	}
+	for i, k := range keys {
+		if errs[i] == nil {
+			tasks[i], errs[i] = registryResolve(k, metas[indexed[i]], metas[k.TaskID])
+		}
+	}
+	return tasks, errs
+}
 
-	// Round trip 1: operation indexes, and the meta hashes of the keys' own
-	// task ids, which is where an index points in the common case.
+// fetchFirst is round trip 1: the operation indexes, and the meta hashes of
+// the keys' own task ids (into metas), which is where an index points in
+// the common case. It returns the GET of each key's index (nil: none).
+func (r *Registry) fetchFirst(ctx context.Context, keys []completion.TaskKey, metas map[string]*redis.MapStringStringCmd) []*redis.StringCmd {
+	gets := make([]*redis.StringCmd, len(keys))
 	cmds, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, k := range keys {
 			if k.OperationID != "" {
@@ -224,10 +245,15 @@ func (r *Registry) LookupTasks(ctx context.Context, keys []completion.TaskKey) (
 		return nil
 	})
 	registrySettle(err, cmds)
+	return gets
+}
 
-	// The task id each operation index points to ("" if none).
+// indexedTasks returns the task id each key's operation index points to
+// ("" if none), setting errs of failed GETs, and the ids not fetched yet,
+// each once (marked in metas).
+func (r *Registry) indexedTasks(keys []completion.TaskKey, gets []*redis.StringCmd, metas map[string]*redis.MapStringStringCmd, errs []error) ([]string, []string) {
 	indexed := make([]string, len(keys))
-	var more []string // indexed task ids not fetched yet
+	var more []string
 	for i, g := range gets {
 		if g == nil {
 			continue
@@ -246,24 +272,7 @@ func (r *Registry) LookupTasks(ctx context.Context, keys []completion.TaskKey) (
 			more = append(more, id)
 		}
 	}
-
-	// Round trip 2: meta hashes of indexed tasks not fetched yet.
-	if len(more) > 0 {
-		cmds, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, id := range more {
-				metas[id] = p.HGetAll(ctx, r.metaPrefix+id)
-			}
-			return nil
-		})
-		registrySettle(err, cmds)
-	}
-
-	for i, k := range keys {
-		if errs[i] == nil {
-			tasks[i], errs[i] = registryResolve(k, metas[indexed[i]], metas[k.TaskID])
-		}
-	}
-	return tasks, errs
+	return indexed, more
 }
 
 // registryResolve picks the task for k from the meta hash its operation index points

@@ -153,88 +153,117 @@ func (a *acker) run() {
 // Settled deliveries are done; it returns the rest, with the step that
 // failed and its error, to be retried.
 func (a *acker) send(ctx context.Context, batch []*Delivery) ([]*Delivery, string, error) {
+	var f failures
+	s := a.sort(batch)
+	// Records and two-step dead letters first: an entry is acknowledged
+	// only once its record or its dead letter is written.
+	if len(s.recorded) > 0 || len(s.twoStep) > 0 {
+		a.writeFirst(ctx, &s, &f)
+	}
+	if len(s.acks) > 0 || len(s.scripted) > 0 {
+		a.ackAndMove(ctx, &s, &f)
+	}
+	return f.rest, f.op, f.err
+}
+
+// sorted is a batch by what its deliveries need.
+type sorted struct {
+	acks     []*Delivery // a plain XACK (plain ones first, then two-step moves once written)
+	recorded []*Delivery // of acks: a record to write first
+	twoStep  []*Delivery // a dead letter to write first, then the XACK
+	scripted []*Delivery // a move script
+}
+
+// failures collects what failed, to be retried.
+type failures struct {
+	rest []*Delivery
+	op   string
+	err  error
+}
+
+func (f *failures) add(op string, err error, ds ...*Delivery) {
+	f.rest = append(f.rest, ds...)
+	if f.err == nil {
+		f.op, f.err = op, err
+	}
+}
+
+// sort splits batch, forgetting the deliveries of an older epoch.
+func (a *acker) sort(batch []*Delivery) sorted {
 	e := a.e
 	epoch := e.held.currentEpoch()
 	atomic := e.atomicMoves()
-	var plain, twoStep, scripted, stale, recorded []*Delivery
+	var s sorted
+	var stale []*Delivery
 	for _, d := range batch {
 		switch {
 		case d.epoch != epoch:
 			stale = append(stale, d)
 		case d.dl == nil:
-			plain = append(plain, d)
+			s.acks = append(s.acks, d)
 			if d.record != "" {
-				recorded = append(recorded, d)
+				s.recorded = append(s.recorded, d)
 			}
 		case atomic:
-			scripted = append(scripted, d)
+			s.scripted = append(s.scripted, d)
 		default:
-			twoStep = append(twoStep, d)
+			s.twoStep = append(s.twoStep, d)
 		}
 	}
 	e.held.forget(stale...)
-	var rest []*Delivery
-	var failedOp string
-	var failed error
-	fail := func(op string, err error, ds ...*Delivery) {
-		rest = append(rest, ds...)
-		if failed == nil {
-			failedOp, failed = op, err
-		}
-	}
+	return s
+}
 
-	// Records and two-step dead letters first: an entry is acknowledged
-	// only once its record or its dead letter is written.
-	if len(recorded) > 0 || len(twoStep) > 0 {
-		sets := make([]*redis.StatusCmd, len(recorded))
-		adds := make([]*redis.StringCmd, len(twoStep))
-		_, _ = e.p.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, d := range recorded {
-				sets[i] = p.Set(ctx, d.record, d.ID, time.Duration(d.recordMS)*time.Millisecond)
-			}
-			for i, d := range twoStep {
-				if !d.dl.added {
-					adds[i] = p.XAdd(ctx, e.xaddOf(d))
-				}
-			}
-			return nil
-		})
-		bad := map[*Delivery]bool{}
-		for i, d := range recorded {
-			if err := sets[i].Err(); err != nil {
-				fail("dedup-set", err, d)
-				bad[d] = true
-			} else {
-				d.record = ""
+// writeFirst writes the records and the two-step dead letters; what failed
+// is taken out of s.acks, what was written joins them.
+func (a *acker) writeFirst(ctx context.Context, s *sorted, f *failures) {
+	e := a.e
+	sets := make([]*redis.StatusCmd, len(s.recorded))
+	adds := make([]*redis.StringCmd, len(s.twoStep))
+	_, _ = e.p.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, d := range s.recorded {
+			sets[i] = p.Set(ctx, d.record, d.ID, time.Duration(d.recordMS)*time.Millisecond)
+		}
+		for i, d := range s.twoStep {
+			if !d.dl.added {
+				adds[i] = p.XAdd(ctx, e.xaddOf(d))
 			}
 		}
-		if len(bad) > 0 {
-			kept := plain[:0]
-			for _, d := range plain {
-				if !bad[d] {
-					kept = append(kept, d)
-				}
-			}
-			plain = kept
+		return nil
+	})
+	bad := map[*Delivery]bool{}
+	for i, d := range s.recorded {
+		if err := sets[i].Err(); err != nil {
+			f.add("dedup-set", err, d)
+			bad[d] = true
+		} else {
+			d.record = ""
 		}
-		added := twoStep[:0:0]
-		for i, d := range twoStep {
-			if cmd := adds[i]; cmd != nil && cmd.Err() != nil {
-				fail("dead-letter xadd", cmd.Err(), d)
-				continue
-			}
-			d.dl.added = true
-			added = append(added, d)
-		}
-		twoStep = added
 	}
+	kept := s.acks[:0]
+	for _, d := range s.acks {
+		if !bad[d] {
+			kept = append(kept, d)
+		}
+	}
+	s.acks = kept
+	for i, d := range s.twoStep {
+		if cmd := adds[i]; cmd != nil && cmd.Err() != nil {
+			f.add("dead-letter xadd", cmd.Err(), d)
+			continue
+		}
+		d.dl.added = true
+		s.acks = append(s.acks, d)
+	}
+}
 
-	acks := append(plain, twoStep...)
-	if len(acks) == 0 && len(scripted) == 0 {
-		return rest, failedOp, failed
-	}
-	ids := make([]string, len(acks))
-	for i, d := range acks {
+// ackAndMove sends one pipeline with the XACK of s.acks and the move
+// scripts, then moves again, with their fields, the entries the stream no
+// longer holds.
+func (a *acker) ackAndMove(ctx context.Context, s *sorted, f *failures) {
+	e := a.e
+	ids := make([]string, len(s.acks))
+	for i, d := range s.acks {
 		ids[i] = d.ID
 	}
 	var ack *redis.IntCmd
@@ -243,42 +272,40 @@ func (a *acker) send(ctx context.Context, batch []*Delivery) ([]*Delivery, strin
 		if len(ids) > 0 {
 			ack = p.XAck(ctx, e.p.Stream, e.p.Group, ids...)
 		}
-		moves = e.queueScripts(ctx, p, scripted)
+		moves = e.queueScripts(ctx, p, s.scripted)
 		return nil
 	})
 	if ack != nil && ack.Err() != nil {
-		fail("xack", ack.Err(), acks...)
-	} else if len(acks) > 0 {
+		f.add("xack", ack.Err(), s.acks...)
+	} else if len(s.acks) > 0 {
 		e.rep.ok()
-		e.held.done(acks...)
-		for _, d := range acks {
+		e.held.done(s.acks...)
+		for _, d := range s.acks {
 			if d.dl != nil {
 				e.deadLettered(d)
 			}
 		}
 	}
-	// Entries the stream no longer holds are moved with the fields this
-	// engine read: a second round, only for those.
 	var gone []*Delivery
-	for i, d := range scripted {
+	for i, d := range s.scripted {
 		switch err := e.settleScript(ctx, d, moves[i]); {
 		case errors.Is(err, errEntryGone):
 			d.give()
 			gone = append(gone, d)
 		case err != nil:
-			fail("dead-letter", err, d)
+			f.add("dead-letter", err, d)
 		}
 	}
-	if len(gone) > 0 {
-		_, _ = e.p.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			moves = e.queueScripts(ctx, p, gone)
-			return nil
-		})
-		for i, d := range gone {
-			if err := e.settleScript(ctx, d, moves[i]); err != nil {
-				fail("dead-letter", err, d)
-			}
+	if len(gone) == 0 {
+		return
+	}
+	_, _ = e.p.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		moves = e.queueScripts(ctx, p, gone)
+		return nil
+	})
+	for i, d := range gone {
+		if err := e.settleScript(ctx, d, moves[i]); err != nil {
+			f.add("dead-letter", err, d)
 		}
 	}
-	return rest, failedOp, failed
 }

@@ -155,83 +155,99 @@ func parseAdopt(res []any) (next string, n int, deleted []string, err error) {
 	return next, int(cnt), deleted, nil
 }
 
-// loop reads until the engine stops.
+// loop reads until the engine stops: the own pending list first (a
+// previous life of this consumer may have crashed holding entries, or a
+// client-side timeout may have left a delivered entry behind), then new
+// entries; after a read error, the own pending list again.
 func (r *reader) loop() {
 	e := r.e
 	defer r.blocking.close()
 	r.est = max(e.p.MaxPayloadBytes, 1)
 	args := redis.XReadGroupArgs{Group: e.p.Group, Consumer: e.p.Consumer, Streams: []string{e.p.Stream, "0"}}
-	ownPending, cursor := true, "0" // start with the own pending list
+	ownPending, cursor := true, "0"
 	for !e.stopped() {
 		count, ok := r.room()
 		if !ok {
 			return
 		}
 		args.Count = int64(count)
-		var msgs []redis.XMessage
-		var err error
-		if ownPending {
-			args.Streams[1], args.Block = cursor, -1 // no BLOCK: a history read returns at once
-			e.held.guard()                           // until its entries are tracked: see held.acked
-			msgs, err = r.read(&args, false)
-			if err != nil {
-				e.held.unguard()
-			}
-		} else {
-			args.Streams[1], args.Block = ">", e.p.Block
-			msgs, err = r.read(&args, true)
-		}
+		msgs, err := r.next(&args, ownPending, cursor)
 		if err != nil {
-			if errors.Is(err, redis.Nil) { // BLOCK timed out, or unblocked
-				e.rep.ok()
-				continue
-			}
-			if e.stopped() {
+			if !r.recover(err) {
 				return
 			}
-			switch classify(err) {
-			case fatal:
-				e.rep.fail("xreadgroup", err)
-				return
-			case noGroup:
-				e.log.Warn("stream or group is gone (deleted, expired or flushed); recreating the group from the first entry", slog.Any("err", err))
-				e.held.newEpoch()
-				if r.createGroup(time.Time{}) != nil {
-					return
-				}
-				continue
-			}
-			e.rep.fail("xreadgroup", err)
-			ownPending, cursor = true, "0"
-			if !clock.Sleep(e.p.Clock, e.stop, r.bo.next()) {
-				return
+			if !errors.Is(err, redis.Nil) {
+				ownPending, cursor = true, "0"
 			}
 			continue
 		}
 		r.bo.reset()
 		e.rep.ok()
-		if e.State() == StateStarting && !ownPending {
-			e.setState(StateRunning)
-		}
 		r.plan(msgs)
-		if ownPending {
-			if len(msgs) > 0 {
-				e.dispatchPending(msgs, false)
-				cursor = msgs[len(msgs)-1].ID
+		if !ownPending {
+			if e.State() == StateStarting {
+				e.setState(StateRunning)
 			}
-			e.held.unguard()
-			if len(msgs) < count {
-				ownPending = false
-				if e.State() == StateStarting {
-					e.setState(StateRunning)
-				}
+			if !e.dispatch(e.decode(msgs, nil), false, false) {
+				return
 			}
 			continue
 		}
-		if !e.dispatch(e.decode(msgs, nil), false, false) {
-			return
+		if len(msgs) > 0 {
+			e.dispatchPending(msgs, false)
+			cursor = msgs[len(msgs)-1].ID
+		}
+		e.held.unguard()
+		if len(msgs) < count {
+			ownPending = false
+			if e.State() == StateStarting {
+				e.setState(StateRunning)
+			}
 		}
 	}
+}
+
+// next reads the next batch: of the own pending list from cursor (no
+// BLOCK: a history read returns at once; guarded until its entries are
+// tracked, see held.acked), or of new entries.
+func (r *reader) next(args *redis.XReadGroupArgs, ownPending bool, cursor string) ([]redis.XMessage, error) {
+	e := r.e
+	if !ownPending {
+		args.Streams[1], args.Block = ">", e.p.Block
+		return r.read(args, true)
+	}
+	args.Streams[1], args.Block = cursor, -1
+	e.held.guard()
+	msgs, err := r.read(args, false)
+	if err != nil {
+		e.held.unguard()
+	}
+	return msgs, err
+}
+
+// recover handles a read error and reports whether to read on: a read
+// that found nothing (the BLOCK ran out) is no error; a deleted stream or
+// group is recreated; other errors are reported and waited out.
+func (r *reader) recover(err error) bool {
+	e := r.e
+	if errors.Is(err, redis.Nil) {
+		e.rep.ok()
+		return true
+	}
+	if e.stopped() {
+		return false
+	}
+	switch classify(err) {
+	case fatal:
+		e.rep.fail("xreadgroup", err)
+		return false
+	case noGroup:
+		e.log.Warn("stream or group is gone (deleted, expired or flushed); recreating the group from the first entry", slog.Any("err", err))
+		e.held.newEpoch()
+		return r.createGroup(time.Time{}) == nil
+	}
+	e.rep.fail("xreadgroup", err)
+	return clock.Sleep(e.p.Clock, e.stop, r.bo.next())
 }
 
 // room waits until the workers are nearly out of work and the read-ahead

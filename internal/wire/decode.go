@@ -130,85 +130,102 @@ func decode(data []byte, src string, m *Message) error {
 		}
 		return fmt.Errorf("%w: want a JSON object at the top level, got %s", ErrMalformed, kindName(kind))
 	}
-
 	var fields [numFields]fieldValue
-	if err := s.push(true); err != nil {
+	if err := s.object(&fields); err != nil {
 		return err
-	}
-	s.pos++
-	s.skipWS()
-	if s.pos < len(data) && data[s.pos] == '}' {
-		s.pos++
-		s.depth--
-	} else {
-		for {
-			if s.pos >= len(data) {
-				return s.errEOF()
-			}
-			if data[s.pos] != '"' {
-				return s.errUnexpected("a string key")
-			}
-			keyStart := s.pos
-			keyEscaped, err := s.scanString()
-			if err != nil {
-				return err
-			}
-			idx := -1
-			if lit := data[keyStart+1 : s.pos-1]; !keyEscaped {
-				idx = lookupField(lit)
-			} else if len(lit) <= maxKeyRaw {
-				var buf [maxKeyRaw]byte
-				idx = lookupField(appendUnescaped(buf[:0], lit))
-			}
-			s.skipWS()
-			if s.pos >= len(data) {
-				return s.errEOF()
-			}
-			if data[s.pos] != ':' {
-				return s.errUnexpected("':' after an object key")
-			}
-			s.pos++
-			s.skipWS()
-			if s.pos >= len(data) {
-				return s.errEOF()
-			}
-			if idx >= 0 {
-				s.field = fieldNames[idx]
-			}
-			v := fieldValue{set: true, kind: data[s.pos], start: s.pos}
-			if v.kind == '"' {
-				v.escaped, err = s.scanString()
-			} else {
-				err = s.skipValue()
-			}
-			if err != nil {
-				return err
-			}
-			s.field = ""
-			if idx >= 0 {
-				v.end = s.pos
-				fields[idx] = v
-			}
-			s.skipWS()
-			if s.pos >= len(data) {
-				return s.errEOF()
-			}
-			if c := data[s.pos]; c == ',' {
-				s.pos++
-				s.skipWS()
-				continue
-			} else if c == '}' {
-				s.pos++
-				s.depth--
-				break
-			}
-			return s.errUnexpected("',' or '}' after an object member")
-		}
 	}
 	if err := s.end(); err != nil {
 		return err
 	}
 	return build(&fields, data, src, m)
+}
+
+// object scans the message object at s.pos, recording in fields where the
+// value of each known key lies.
+func (s *scanner) object(fields *[numFields]fieldValue) error {
+	if err := s.push(true); err != nil {
+		return err
+	}
+	s.pos++
+	s.skipWS()
+	if s.pos < len(s.data) && s.data[s.pos] == '}' {
+		s.pos++
+		s.depth--
+		return nil
+	}
+	for {
+		if err := s.member(fields); err != nil {
+			return err
+		}
+		s.skipWS()
+		if s.pos >= len(s.data) {
+			return s.errEOF()
+		}
+		switch s.data[s.pos] {
+		case ',':
+			s.pos++
+			s.skipWS()
+			continue
+		case '}':
+			s.pos++
+			s.depth--
+			return nil
+		}
+		return s.errUnexpected("',' or '}' after an object member")
+	}
+}
+
+// member scans one "key": value member of the message object.
+func (s *scanner) member(fields *[numFields]fieldValue) error {
+	data := s.data
+	if s.pos >= len(data) {
+		return s.errEOF()
+	}
+	if data[s.pos] != '"' {
+		return s.errUnexpected("a string key")
+	}
+	keyStart := s.pos
+	keyEscaped, err := s.scanString()
+	if err != nil {
+		return err
+	}
+	idx := -1
+	if lit := data[keyStart+1 : s.pos-1]; !keyEscaped {
+		idx = lookupField(lit)
+	} else if len(lit) <= maxKeyRaw {
+		var buf [maxKeyRaw]byte
+		idx = lookupField(appendUnescaped(buf[:0], lit))
+	}
+	s.skipWS()
+	if s.pos >= len(data) {
+		return s.errEOF()
+	}
+	if data[s.pos] != ':' {
+		return s.errUnexpected("':' after an object key")
+	}
+	s.pos++
+	s.skipWS()
+	if s.pos >= len(data) {
+		return s.errEOF()
+	}
+	if idx >= 0 {
+		s.field = fieldNames[idx]
+	}
+	v := fieldValue{set: true, kind: data[s.pos], start: s.pos}
+	if v.kind == '"' {
+		v.escaped, err = s.scanString()
+	} else {
+		err = s.skipValue()
+	}
+	if err != nil {
+		return err
+	}
+	s.field = ""
+	if idx >= 0 {
+		v.end = s.pos
+		fields[idx] = v
+	}
+	return nil
 }
 
 // build checks the field values found in a syntactically valid message and,
@@ -219,19 +236,10 @@ func build(f *[numFields]fieldValue, data []byte, src string, m *Message) error 
 	if err := checkID(op, fieldNames[fOperationID], data); err != nil {
 		return err
 	}
-	taskName := fieldNames[fTaskID]
-	task := f[fTaskID]
-	if !task.set && f[fSessionID].set {
-		taskName = fieldNames[fSessionID]
-		task = f[fSessionID]
-	}
-	if !task.set {
-		return fieldError(taskName, "required but missing (neither %q nor %q is present)", fieldNames[fTaskID], fieldNames[fSessionID])
-	}
-	if err := checkID(task, taskName, data); err != nil {
+	task, err := taskField(f, data)
+	if err != nil {
 		return err
 	}
-
 	succ := f[fSuccess]
 	if !succ.set {
 		return fieldError(fieldNames[fSuccess], "required but missing")
@@ -240,7 +248,6 @@ func build(f *[numFields]fieldValue, data []byte, src string, m *Message) error 
 	if err != nil {
 		return err
 	}
-
 	var result json.RawMessage
 	switch res := f[fResult]; {
 	case !res.set || res.kind == 'n':
@@ -249,52 +256,58 @@ func build(f *[numFields]fieldValue, data []byte, src string, m *Message) error 
 	default:
 		return fieldError(fieldNames[fResult], "want an object, a string or null, got %s", kindName(res.kind))
 	}
-
 	ev := f[fError]
 	if ev.set && ev.kind != '"' && ev.kind != 'n' {
 		return fieldError(fieldNames[fError], "want a string or null, got %s", kindName(ev.kind))
 	}
 	hasErr := ev.set && ev.kind == '"'
-
+	*m = Message{Success: success, Result: result}
 	if src != "" && !op.escaped && !task.escaped && (!hasErr || !ev.escaped) {
 		// Nothing to unescape: substrings of the immutable source.
-		*m = Message{
-			OperationID: src[op.start+1 : op.end-1],
-			TaskID:      src[task.start+1 : task.end-1],
-			Success:     success,
-			Result:      result,
-		}
+		m.OperationID, m.TaskID = src[op.start+1:op.end-1], src[task.start+1:task.end-1]
 		if hasErr {
 			m.Error = src[ev.start+1 : ev.end-1]
 		}
 		return nil
 	}
-
-	// All checks passed: materialise the strings in one allocation. A
-	// decoded string is never longer than its escaped form.
-	n := (op.end - op.start - 2) + (task.end - task.start - 2)
-	if hasErr {
-		n += ev.end - ev.start - 2
+	if !hasErr {
+		ev = fieldValue{}
 	}
-	var b strings.Builder
-	b.Grow(n)
-	writeString(&b, op, data)
-	opLen := b.Len()
-	writeString(&b, task, data)
-	taskEnd := b.Len()
-	if hasErr {
-		writeString(&b, ev, data)
-	}
-	all := b.String()
-
-	*m = Message{
-		OperationID: all[:opLen],
-		TaskID:      all[opLen:taskEnd],
-		Success:     success,
-		Result:      result,
-		Error:       all[taskEnd:],
-	}
+	m.OperationID, m.TaskID, m.Error = unescape3(data, op, task, ev)
 	return nil
+}
+
+// taskField returns the value of task_id, or of session_id when task_id is
+// absent, checked.
+func taskField(f *[numFields]fieldValue, data []byte) (fieldValue, error) {
+	name, task := fieldNames[fTaskID], f[fTaskID]
+	if !task.set && f[fSessionID].set {
+		name, task = fieldNames[fSessionID], f[fSessionID]
+	}
+	if !task.set {
+		return task, fieldError(name, "required but missing (neither %q nor %q is present)", fieldNames[fTaskID], fieldNames[fSessionID])
+	}
+	return task, checkID(task, name, data)
+}
+
+// unescape3 materialises three string values (c unset: "") in one
+// allocation. A decoded string is never longer than its escaped form.
+func unescape3(data []byte, a, b, c fieldValue) (string, string, string) {
+	n := (a.end - a.start - 2) + (b.end - b.start - 2)
+	if c.set {
+		n += c.end - c.start - 2
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	writeString(&sb, a, data)
+	aLen := sb.Len()
+	writeString(&sb, b, data)
+	bEnd := sb.Len()
+	if c.set {
+		writeString(&sb, c, data)
+	}
+	all := sb.String()
+	return all[:aLen], all[aLen:bEnd], all[bEnd:]
 }
 
 // checkID checks that v, the value of the id field name, is a non-empty
