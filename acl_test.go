@@ -272,7 +272,7 @@ func testACLMinimal(t *testing.T, dedup bool) {
 			}
 		case "op-3":
 			op3Calls.inc()
-			time.Sleep(5 * full.ClaimMinIdle / 2) // the leaser must keep the entry
+			_ = hold(context.Background(), 5*full.ClaimMinIdle/2) // the leaser must keep the entry
 		}
 		return nil
 	}
@@ -453,7 +453,7 @@ func TestACLMissingPermissionEndsRun(t *testing.T) {
 				e.cfg.StaleConsumerAge = time.Millisecond
 				require.NoError(t, e.admin.XGroupCreateMkStream(ctx, e.cfg.Stream, e.cfg.Group, "0").Err())
 				require.NoError(t, e.admin.XGroupCreateConsumer(ctx, e.cfg.Stream, e.cfg.Group, "departed").Err())
-				time.Sleep(5 * time.Millisecond)
+				idleAtLeast(t, e.admin, e.cfg.Stream, e.cfg.Group, 2*time.Millisecond, "departed")
 			}},
 	}
 	for i, tt := range tests {

@@ -3,6 +3,7 @@ package completion
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,12 +68,24 @@ func benchDrain(b *testing.B, conc, healthy, poison int) {
 			b.Fatal(err)
 		}
 	}
-	var handled atomic.Int64
-	h := HandlerFunc(func(ctx context.Context, c *Completion) error {
-		handled.Add(1)
-		return nil
+	h := HandlerFunc(func(ctx context.Context, c *Completion) error { return nil })
+	var handled, deadLettered atomic.Int64
+	done := make(chan struct{})
+	var once sync.Once
+	observe := ObserverFunc(func(e Event) {
+		switch e.Kind {
+		case EventHandled:
+			handled.Add(1)
+		case EventDeadLettered:
+			deadLettered.Add(1)
+		default:
+			return
+		}
+		if handled.Load() == int64(healthy) && deadLettered.Load() == int64(poison) {
+			once.Do(func() { close(done) })
+		}
 	})
-	cfg := Config{Stream: stream, Group: "g", Consumer: "c", Concurrency: conc, Logger: quietLogger()}
+	cfg := Config{Stream: stream, Group: "g", Consumer: "c", Concurrency: conc, Logger: quietLogger(), Observer: observe}
 	c, err := NewConsumer(rdb, reg, h, cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -82,23 +95,18 @@ func benchDrain(b *testing.B, conc, healthy, poison int) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	go func() { runErr <- c.Run(runCtx) }()
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		st := c.Stats()
-		if st.Handled == int64(healthy) && st.DeadLettered == int64(poison) {
-			if p, err := rdb.XPending(ctx, stream, "g").Result(); err == nil && p.Count == 0 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("not drained: %+v", c.Stats())
-		}
-		time.Sleep(time.Millisecond)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("not drained: %+v", c.Stats())
 	}
 	b.StopTimer()
 	cancel()
 	if err := <-runErr; err != nil {
 		b.Fatal(err)
+	}
+	if p, err := rdb.XPending(ctx, stream, "g").Result(); err != nil || p.Count != 0 {
+		b.Fatalf("entries left pending after the drain: %v %v", p, err)
 	}
 	if n := healthy + poison; n > 0 {
 		b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "entries/s")

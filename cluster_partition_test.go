@@ -70,7 +70,9 @@ func TestClusterPartitionedConsumerProcess(t *testing.T) {
 		work = time.Duration(ms) * time.Millisecond
 	}
 	h := HandlerFunc(func(ctx context.Context, c *Completion) error {
-		time.Sleep(rand.N(work)) // let handlers overlap
+		if err := hold(ctx, rand.N(work)); err != nil { // let handlers overlap
+			return err
+		}
 		var seq int
 		if _, err := fmt.Sscanf(string(c.Message.Result), `{"seq":%d}`, &seq); err != nil {
 			return Permanent(err)

@@ -237,8 +237,7 @@ func TestCluster(t *testing.T) {
 		var calls atomic.Int32
 		slow := HandlerFunc(func(ctx context.Context, c *Completion) error {
 			calls.Add(1)
-			time.Sleep(3 * cfg.ClaimMinIdle)
-			return nil
+			return hold(ctx, 3*cfg.ClaimMinIdle)
 		})
 		a := newTestConsumer(t, rdb, registryWith(1), slow, cfg)
 		startConsumer(t, a)
@@ -264,7 +263,7 @@ func TestCluster(t *testing.T) {
 		_, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "holder", Streams: []string{stream, ">"}, Count: 1, Block: -1}).Result()
 		require.NoError(t, err)
 		require.NoError(t, rdb.XGroupCreateConsumer(ctx, stream, "g", "empty").Err())
-		time.Sleep(20 * time.Millisecond)
+		idleAtLeast(t, rdb, stream, "g", 20*time.Millisecond, "holder", "empty")
 
 		cfg := testConfig(stream)
 		cfg.StaleConsumerAge = 10 * time.Millisecond
@@ -425,6 +424,8 @@ func TestClusterMasterRestart(t *testing.T) {
 	pubDone := make(chan struct{})
 	go func() {
 		defer close(pubDone)
+		pace := time.NewTicker(5 * time.Millisecond)
+		defer pace.Stop()
 		for i := 1; ; i++ {
 			m := Message{OperationID: fmt.Sprintf("op-%d", i), TaskID: fmt.Sprintf("t-%d", i), Success: true}
 			for {
@@ -443,9 +444,17 @@ func TestClusterMasterRestart(t *testing.T) {
 					break
 				}
 				failures.Add(1)
-				time.Sleep(20 * time.Millisecond)
+				select { // try again at the next tick
+				case <-pace.C:
+				case <-pubStop:
+					return
+				}
 			}
-			time.Sleep(5 * time.Millisecond)
+			select {
+			case <-pace.C:
+			case <-pubStop:
+				return
+			}
 		}
 	}()
 	defer func() { // also when an assertion fails midway
@@ -468,7 +477,9 @@ func TestClusterMasterRestart(t *testing.T) {
 	before := nPublished()
 	eventually(t, func() bool { return c.State() == StateDegraded }, "consumer not degraded while its master is down: %v", c.State())
 	eventually(t, func() bool { return failures.Load() > 0 }, "no publish failed while the master was down")
-	time.Sleep(500 * time.Millisecond)
+	// Some more attempts, all failing while the master is down.
+	more := failures.Load() + 5
+	eventually(t, func() bool { return failures.Load() >= more }, "the publisher stopped trying")
 	assert.LessOrEqual(t, nPublished()-before, 1, "publishes succeeded while the stream's master was down")
 
 	cl.Node(node).Restart()
@@ -601,7 +612,8 @@ func TestClusterShutdownWhileMasterDown(t *testing.T) {
 	cl.Node(node).Pause()
 	start := time.Now()
 	cancel()
-	time.Sleep(200 * time.Millisecond) // the UNBLOCK is on its way to the frozen master
+	// The stop has begun: the UNBLOCK is on its way to the frozen master.
+	eventually(t, func() bool { return c.State() == StateStopping }, "the consumer is not stopping")
 	cl.Node(node).Kill()
 	select {
 	case err := <-done:

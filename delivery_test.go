@@ -173,8 +173,7 @@ func TestLeaseKeepsLongHandlerFromBeingReclaimed(t *testing.T) {
 		var calls atomic.Int32
 		slow := HandlerFunc(func(ctx context.Context, c *Completion) error {
 			calls.Add(1)
-			time.Sleep(3 * cfg.ClaimMinIdle) // three times the min idle time
-			return nil
+			return hold(ctx, 3*cfg.ClaimMinIdle) // three times the min idle time
 		})
 		a := newTestConsumer(t, b.rdb, registryWith(1), slow, cfg)
 		startConsumer(t, a)
@@ -261,7 +260,7 @@ func TestStaleConsumersAreRemovedOnlyWhenTheyHoldNothing(t *testing.T) {
 	_, err := b.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "holder", Streams: []string{stream, ">"}, Count: 1, Block: -1}).Result()
 	require.NoError(t, err)
 	require.NoError(t, b.rdb.XGroupCreateConsumer(ctx, stream, "g", "empty").Err())
-	time.Sleep(20 * time.Millisecond) // both must be idle for StaleConsumerAge
+	idleAtLeast(t, b.rdb, stream, "g", 20*time.Millisecond, "holder", "empty") // idle for StaleConsumerAge
 
 	cfg := testConfig(stream)
 	cfg.StaleConsumerAge = 10 * time.Millisecond

@@ -209,3 +209,38 @@ func eventually(t testing.TB, cond func() bool, msg string, args ...any) {
 func decodeMessage(data []byte, m *Message) error {
 	return wire.Decode(data, (*wire.Message)(m))
 }
+
+// hold is a handler's work that takes d: it returns after d, or with the
+// context's error when ctx ends first, as a handler should.
+func hold(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// idleAtLeast waits until every named consumer of the group has been idle
+// for at least d, as XINFO CONSUMERS reports (real Redis only).
+func idleAtLeast(t testing.TB, rdb redis.Cmdable, stream, group string, d time.Duration, names ...string) {
+	t.Helper()
+	eventually(t, func() bool {
+		cs, err := rdb.XInfoConsumers(context.Background(), stream, group).Result()
+		if err != nil {
+			return false
+		}
+		idle := map[string]time.Duration{}
+		for _, c := range cs {
+			idle[c.Name] = c.Idle
+		}
+		for _, n := range names {
+			if i, ok := idle[n]; !ok || i < d {
+				return false
+			}
+		}
+		return true
+	}, "consumers %v not idle for %v", names, d)
+}

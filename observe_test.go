@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -241,20 +242,20 @@ func TestSlowRedisCannotGrowWhatTheConsumerHolds(t *testing.T) {
 	cfg := testConfig(stream)
 	cfg.BatchSize, cfg.Concurrency = 50, 4
 	c := newTestConsumer(t, slow, registryWith(1), HandlerFunc(func(context.Context, *Completion) error { return nil }), cfg)
+	var waiting atomic.Int64 // workers waiting for room in the acker
+	c.signal = func(job string) {
+		if job == "acker-full" {
+			waiting.Add(1)
+		}
+	}
 	stop := startConsumer(t, c)
 
-	// Wait until the consumer stops taking entries in, then check what it
-	// holds against the bound: a read batch in hand, the worker queue and
-	// workers, the ack channel and the acker's batch.
+	// Wait until every worker waits for the acker, which is when the
+	// consumer stops taking entries in, then check what it holds against
+	// the bound: the batch the acker sends, the batch it holds, a worker's
+	// delivery each, the queue, and the read that filled it.
+	eventually(t, func() bool { return waiting.Load() >= int64(cfg.Concurrency) }, "the workers never waited for the acker")
 	bound := int64(3*cfg.BatchSize + 2*cfg.Concurrency)
-	var last int64 = -1
-	eventually(t, func() bool {
-		d := c.Stats().Delivered
-		steady := d == last && d > 0
-		last = d
-		time.Sleep(50 * time.Millisecond)
-		return steady
-	}, "the consumer kept taking entries in while its acks hung")
 	st := c.Stats()
 	assert.LessOrEqual(t, st.InFlight, bound, "entries held while Redis does not answer")
 	assert.LessOrEqual(t, st.Delivered, bound)

@@ -72,7 +72,9 @@ func (l *seqLog) handler(consumer string, work time.Duration) CompletionHandler 
 		l.enter(c.Message.TaskID, consumer, seq)
 		defer l.exit(c.Message.TaskID)
 		if work > 0 {
-			time.Sleep(rand.N(work))
+			if err := hold(ctx, rand.N(work)); err != nil {
+				return err
+			}
 		}
 		l.mu.Lock()
 		l.seq[c.Message.TaskID] = append(l.seq[c.Message.TaskID], seq)
@@ -399,7 +401,7 @@ func TestOwnershipConcurrencyBoundsAllPartitions(t *testing.T) {
 			running++
 			most = max(most, running)
 			mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
+			_ = hold(ctx, 5*time.Millisecond)
 			mu.Lock()
 			running--
 			done++

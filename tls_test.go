@@ -239,8 +239,11 @@ func spawnTLSRedis(t *testing.T, bin, dir string, args []string, port int, pki *
 		return string(a) + string(b)
 	}
 	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		select {
+		case <-tick.C:
 		case <-done:
 			l := logs()
 			switch {
@@ -251,7 +254,6 @@ func spawnTLSRedis(t *testing.T, bin, dir string, args []string, port int, pki *
 				return "", fmt.Errorf("%w:\n%s", errNoTLS, l)
 			}
 			return "", fmt.Errorf("redis-server exited during startup (%s):\n%s", cmd.ProcessState, l)
-		default:
 		}
 		err := tlsPing(addr, pki.tlsConfig(true))
 		if err == nil {
@@ -262,7 +264,6 @@ func spawnTLSRedis(t *testing.T, bin, dir string, args []string, port int, pki *
 			stop()
 			return "", fmt.Errorf("no PONG over TLS on %s within 10s (last error: %v):\n%s", addr, err, logs())
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -42,18 +41,19 @@ func Example() {
 
 	// The consumer: its registry knows no task yet.
 	reg := &completion.MemoryRegistry{}
-	var (
-		mu      sync.Mutex
-		handled []string
-	)
+	handled := make(chan string, 2)
 	handler := completion.HandlerFunc(func(ctx context.Context, c *completion.Completion) error {
-		mu.Lock()
-		defer mu.Unlock()
-		handled = append(handled, c.Message.OperationID)
+		handled <- c.Message.OperationID
 		return nil
 	})
+	deadLettered := make(chan struct{}, 3)
+	observer := completion.ObserverFunc(func(e completion.Event) {
+		if e.Kind == completion.EventDeadLettered {
+			deadLettered <- struct{}{}
+		}
+	})
 	c, err := completion.NewConsumer(rdb, reg, handler, completion.Config{
-		Stream: stream, Block: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+		Stream: stream, Block: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler), Observer: observer,
 	})
 	if err != nil {
 		panic(err)
@@ -67,17 +67,9 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	waitFor := func(cond func() bool) {
-		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				panic("timed out")
-			}
-		}
+	for range 3 {
+		<-deadLettered
 	}
-	waitFor(func() bool {
-		info, err := in.Info(ctx)
-		return err == nil && info.DeadLetterLength == 3
-	})
 
 	reasons, err := in.DeadLetterReasons(ctx)
 	if err != nil {
@@ -106,15 +98,9 @@ func Example() {
 		panic(err)
 	}
 	fmt.Println("redriven:", n)
-	waitFor(func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(handled) == 2
-	})
-	mu.Lock()
-	slices.Sort(handled)
-	fmt.Println("handled:", handled)
-	mu.Unlock()
+	got := []string{<-handled, <-handled}
+	slices.Sort(got)
+	fmt.Println("handled:", got)
 
 	// What cannot be handled is deleted.
 	n, err = in.PurgeAll(ctx)

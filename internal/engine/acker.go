@@ -43,6 +43,9 @@ func newAcker(e *Engine) *acker {
 // it stays pending.
 func (a *acker) add(d *Delivery) {
 	a.mu.Lock()
+	if len(a.buf) >= a.e.p.BatchSize && !a.closed {
+		a.e.signal("acker-full") // a worker waits
+	}
 	for len(a.buf) >= a.e.p.BatchSize && !a.closed {
 		a.notFull.Wait()
 	}

@@ -65,7 +65,8 @@ type Params struct {
 	// The root package's sentinels, for the errors Run returns.
 	ErrRedisFatal, ErrStartTimeout, ErrShutdownTimeout error
 	// Signal, for tests, is called after each pass of a background job
-	// ("reclaimer", "leaser", "janitor", "retrier"); nil in production.
+	// ("reclaimer", "leaser", "janitor", "retrier"), and when a worker waits
+	// for room in the acker ("acker-full"); nil in production.
 	Signal func(job string)
 }
 
