@@ -321,3 +321,44 @@ func TestConsumerUsesBatchLookups(t *testing.T) {
 		assert.LessOrEqual(t, reg.batches.Load(), int64(3))
 	})
 }
+
+// TestLiveIdleConsumerIsNotRemoved: on Redis 7.0 a consumer that reads
+// nothing looks idle to the others (its idle time counts from its last read
+// that returned entries); one that announces itself in the member set is
+// alive, and is never removed as departed, however small StaleConsumerAge.
+func TestLiveIdleConsumerIsNotRemoved(t *testing.T) {
+	rdb := realClient(t)
+	ctx := context.Background()
+	stream := uniqueStream(t, rdb)
+	cfg := testConfig(stream)
+	cfg.StaleConsumerAge = 10 * time.Millisecond
+	cfg.LeaseInterval = 20 * time.Millisecond
+	var passes atomic.Int64
+	a := newTestConsumer(t, rdb, registryWith(1), newRecorder(), cfg)
+	a.signal = func(job string) {
+		if job == "janitor" {
+			passes.Add(1)
+		}
+	}
+	startConsumer(t, a)
+	cfgB := cfg
+	cfgB.Consumer = "c2"
+	startConsumer(t, newTestConsumer(t, rdb, registryWith(1), newRecorder(), cfgB))
+	eventually(t, func() bool {
+		cs, err := rdb.XInfoConsumers(ctx, stream, "g").Result()
+		return err == nil && len(cs) == 2
+	}, "both consumers in the group")
+	idleAtLeast(t, rdb, stream, "g", 3*cfg.StaleConsumerAge, "c2")
+	after := passes.Load() + 3 // a few of c1's cleanups while c2 looks stale
+	eventually(t, func() bool { return passes.Load() >= after }, "c1's janitor does not run")
+	cs, err := rdb.XInfoConsumers(ctx, stream, "g").Result()
+	require.NoError(t, err)
+	names := []string{}
+	for _, c := range cs {
+		names = append(names, c.Name)
+	}
+	assert.ElementsMatch(t, []string{"c1", "c2"}, names, "a live consumer was removed")
+	members, err := rdb.ZRange(ctx, stream+":members:g", 0, -1).Result()
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"c1", "c2"}, members)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/streamrelay/completion/internal/scripts"
@@ -134,4 +135,37 @@ func TestHostileNumbersPythonRejects(t *testing.T) {
 		assert.Contains(t, dl.Values[DeadLetterErrorField], "out of the range of a double")
 	}
 	assert.Zero(t, c.Stats().Handled, "the handler saw none")
+}
+
+// TestHostileForgedOperationID: an entry that names one task's operation
+// but another task is not handed over (by default): it is dead-lettered as
+// task_mismatch, and records no duplicate suppression that would swallow
+// the real completion. With TrustOperationID it is handed over, as the
+// Python consumer does.
+func TestHostileForgedOperationID(t *testing.T) {
+	for _, trust := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trust=%v", trust), func(t *testing.T) {
+			rdb := realClient(t)
+			stream := uniqueStream(t, rdb)
+			cfg := testConfig(stream)
+			cfg.DedupTTL = time.Hour
+			cfg.TrustOperationID = trust
+			h := newRecorder()
+			startConsumer(t, newTestConsumer(t, rdb, registryWith(2), h, cfg))
+			publish(t, rdb, stream, Message{OperationID: "op-1", TaskID: "t-2", Success: true, Result: StringResult("forged")})
+			if trust {
+				got := h.next(t)
+				assert.Equal(t, "t-1", got.Task.TaskID, "found by operation id")
+				return
+			}
+			eventually(t, func() bool { return len(deadLetters(t, rdb, stream)) == 1 }, "the forged entry is not dead-lettered")
+			dl := deadLetters(t, rdb, stream)[0]
+			assert.Equal(t, ReasonTaskMismatch, dl.Values[DeadLetterReasonField])
+			assert.Contains(t, dl.Values[DeadLetterErrorField], `names task "t-2"`)
+			publish(t, rdb, stream, Message{OperationID: "op-1", TaskID: "t-1", Success: true, Result: StringResult("real")})
+			got := h.next(t)
+			assert.Equal(t, `"real"`, string(got.Message.Result), "the real completion is handled, not suppressed")
+			assert.Len(t, h.all(), 1)
+		})
+	}
 }

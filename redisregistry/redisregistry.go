@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -121,10 +122,11 @@ type Registry struct {
 // New returns a registry that reads and writes tasks through
 // client. Zero fields of cfg take their defaults. It returns an error
 // wrapping [completion.ErrInvalidConfig], naming the field, when a field is invalid, and
-// an error when client is nil. It does not contact Redis.
+// one wrapping completion.ErrNilArgument when client is nil (also a typed
+// nil). It does not contact Redis.
 func New(client Client, cfg Config) (*Registry, error) {
-	if client == nil {
-		return nil, errors.New("completion: New: client is nil")
+	if isNil(client) {
+		return nil, fmt.Errorf("%w: redisregistry.New: the Redis client is nil", completion.ErrNilArgument)
 	}
 	if cfg.MetaPrefix == "" {
 		cfg.MetaPrefix = DefaultMetaPrefix
@@ -166,6 +168,15 @@ func (r *Registry) MetaKey(taskID string) string { return r.metaPrefix + taskID 
 // OpKey returns the key of the operation index of operation operationID,
 // which holds its task's id.
 func (r *Registry) OpKey(operationID string) string { return r.opPrefix + operationID }
+
+// isNil reports whether c is nil, or a typed nil pointer in an interface.
+func isNil(c Client) bool {
+	if c == nil {
+		return true
+	}
+	v := reflect.ValueOf(c)
+	return v.Kind() == reflect.Pointer && v.IsNil()
+}
 
 // Config returns the registry's configuration with defaults filled in.
 func (r *Registry) Config() Config {

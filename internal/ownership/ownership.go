@@ -198,7 +198,14 @@ func (c *Coordinator) step(ctx context.Context, startBy time.Time) error {
 		return err
 	}
 	ttlMS := c.p.TTL.Milliseconds()
+	// At the start the heartbeat gets the client's own time: a client
+	// dialling a wrong address says why only after its own retries, and a
+	// deadline would hide that behind "context deadline exceeded".
 	hctx, cancel := context.WithTimeout(ctx, c.callTimeout())
+	if !startBy.IsZero() {
+		cancel()
+		hctx, cancel = context.WithCancel(ctx)
+	}
 	names, err := scripts.Heartbeat.Run(hctx, c.p.Client, []string{c.members}, c.p.Consumer, ttlMS).StringSlice()
 	cancel()
 	if ctx.Err() != nil {
