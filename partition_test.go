@@ -2,8 +2,11 @@ package completion
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
 
@@ -97,4 +100,77 @@ func TestPartitionsConfigValidation(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	_, err = Publish(context.Background(), &xaddRecorder{}, "{tagged}", Message{OperationID: "o", TaskID: "t", Success: true}, WithPartitions(2))
 	require.ErrorIs(t, err, ErrInvalidConfig)
+}
+
+// partitionVector is one line of testdata/partitions.json.
+type partitionVector struct {
+	Stream    string `json:"stream"`
+	N         int    `json:"n"`
+	TaskID    string `json:"task_id"`
+	Partition int    `json:"partition"`
+	Key       string `json:"key"`
+}
+
+var updateVectors = flag.Bool("update-partitions", false, "rewrite testdata/partitions.json from the code")
+
+// vectorTaskIDs are the 100 task ids of the vectors: plain, UUID-like, and
+// non-ASCII ones.
+func vectorTaskIDs() []string {
+	ids := []string{"", "t", "task-1", "ü", "täsk-ümlaut", "任务-42", "🎉", "emoji-🎉-task", "naïve café", "ÅÄÖ"}
+	for i := len(ids); i < 100; i++ {
+		switch i % 3 {
+		case 0:
+			ids = append(ids, fmt.Sprintf("task-%d", i))
+		case 1:
+			ids = append(ids, fmt.Sprintf("%08x-4c1d-4e0a-9f7b-%012x", i*2654435761, i*40503))
+		default:
+			ids = append(ids, fmt.Sprintf("session-é%d/tool-%d", i, i*i))
+		}
+	}
+	return ids
+}
+
+// TestPartitionVectors: the shipped vectors match the code, and the Python
+// function the README shows (testdata/partition.py) reproduces every one.
+func TestPartitionVectors(t *testing.T) {
+	const file = "testdata/partitions.json"
+	if *updateVectors {
+		var vs []partitionVector
+		for n := 1; n <= 8; n++ {
+			for _, id := range vectorTaskIDs() {
+				p := PartitionFor(id, n)
+				vs = append(vs, partitionVector{Stream: DefaultStream, N: n, TaskID: id, Partition: p, Key: PartitionStream(DefaultStream, p, n)})
+			}
+		}
+		out, err := json.MarshalIndent(vs, "", " ")
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(file, append(out, '\n'), 0o644))
+	}
+	raw, err := os.ReadFile(file)
+	require.NoError(t, err)
+	var vs []partitionVector
+	require.NoError(t, json.Unmarshal(raw, &vs))
+	require.Len(t, vs, 800)
+	for _, v := range vs {
+		require.Equal(t, v.Partition, PartitionFor(v.TaskID, v.N), "%+v", v)
+		require.Equal(t, v.Key, PartitionStream(v.Stream, v.Partition, v.N), "%+v", v)
+		if v.N > 1 {
+			msg := Message{OperationID: "op", TaskID: v.TaskID}
+			rec := &xaddRecorder{}
+			if v.TaskID != "" {
+				_, err := Publish(context.Background(), rec, v.Stream, msg, WithPartitions(v.N))
+				require.NoError(t, err)
+				require.Equal(t, v.Key, rec.args[0].Stream, "Publish writes to the vector's key")
+			}
+		}
+	}
+
+	script, err := os.ReadFile("testdata/partition.py")
+	require.NoError(t, err)
+	got := python(t, string(script)+`
+import json, sys
+bad = [v for v in json.load(sys.stdin) if list(partition(v["stream"], v["task_id"], v["n"])) != [v["partition"], v["key"]]]
+print(json.dumps(bad[:3]), len(bad))
+`, string(raw))
+	assert.Equal(t, "[] 0", got, "the Python function disagrees with the vectors")
 }

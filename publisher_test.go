@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -143,6 +144,9 @@ func python(t *testing.T, script, stdin string) string {
 	t.Helper()
 	py, err := exec.LookPath("python3")
 	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("python3 not found; the Python interop tests need it (CI must provide it)")
+		}
 		t.Skip("python3 not found; the Python interop test needs it")
 	}
 	cmd := exec.Command(py, "-c", script)
