@@ -80,15 +80,21 @@ func (m *metrics) Observe(e completion.Event) {
 	}
 }
 
-// groupCollector reports the group's lag and pending count from XINFO
-// GROUPS at scrape time.
+// groupCollector reports the group's lag and pending count at scrape time.
+// The lag is counted, not read from XINFO GROUPS: miniredis (this example's
+// embedded Redis) reports the stream's length there whatever the group has
+// read, and Redis itself cannot tell after entries were deleted. Counting
+// the entries after the group's last delivered id holds on both; it reads
+// at most maxLagCount entries.
 type groupCollector struct {
 	rdb           *redis.Client
 	stream, group string
 }
 
+const maxLagCount = 100_000
+
 var (
-	lagDesc     = prometheus.NewDesc("completion_group_lag", "Entries in the stream not yet delivered to the group.", nil, nil)
+	lagDesc     = prometheus.NewDesc("completion_group_lag", "Entries in the stream after the group's last delivered one (counted up to 100000).", nil, nil)
 	pendingDesc = prometheus.NewDesc("completion_group_pending", "Entries delivered to the group and not yet acknowledged.", nil, nil)
 )
 
@@ -102,11 +108,32 @@ func (g groupCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, gr := range groups {
-		if gr.Name == g.group {
-			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(gr.Lag))
-			ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(gr.Pending))
+		if gr.Name != g.group {
+			continue
 		}
+		lag, err := g.countAfter(ctx, gr.LastDeliveredID)
+		if err == nil {
+			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(lag))
+		}
+		ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(gr.Pending))
 	}
+}
+
+// countAfter counts the stream's entries after id, up to maxLagCount.
+func (g groupCollector) countAfter(ctx context.Context, id string) (int, error) {
+	n, start := 0, "("+id
+	for n < maxLagCount {
+		msgs, err := g.rdb.XRangeN(ctx, g.stream, start, "+", 1000).Result()
+		if err != nil {
+			return 0, err
+		}
+		n += len(msgs)
+		if len(msgs) < 1000 {
+			break
+		}
+		start = "(" + msgs[len(msgs)-1].ID
+	}
+	return n, nil
 }
 
 func main() {
@@ -136,7 +163,7 @@ func run(ctx context.Context, addr string) error {
 	const stream, group = "prometheus-example:completions", completion.DefaultGroup
 	reg := &completion.MemoryRegistry{}
 	for i := 0; i < 100; i++ {
-		reg.Register(completion.Task{TaskID: fmt.Sprintf("t-%d", i), SessionID: "s", ToolCallID: "c", OperationID: fmt.Sprintf("op-%d", i)})
+		_ = reg.Register(completion.Task{TaskID: fmt.Sprintf("t-%d", i), SessionID: "s", ToolCallID: "c", OperationID: fmt.Sprintf("op-%d", i)})
 	}
 	handler := completion.HandlerFunc(func(ctx context.Context, c *completion.Completion) error {
 		time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
