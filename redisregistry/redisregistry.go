@@ -387,7 +387,7 @@ func (r *Registry) Register(ctx context.Context, t completion.Task) error {
 // It returns false and an error wrapping [completion.ErrTaskNotFound] if the task's meta
 // hash does not exist, and false with no error if the status is another
 // (or absent). Redis errors are returned wrapped with the task id.
-func (r *Registry) SetStatus(ctx context.Context, taskID, from, to string) (bool, error) {
+func (r *Registry) SetStatus(ctx context.Context, taskID, from, to string) (changed bool, err error) {
 	if taskID == "" {
 		return false, fmt.Errorf("%w: empty task id", completion.ErrTaskNotFound)
 	}
@@ -401,15 +401,19 @@ func (r *Registry) SetStatus(ctx context.Context, taskID, from, to string) (bool
 	return n == 1, nil
 }
 
-// Complete moves the task from "running" to "completed"; see
-// [Registry.SetStatus].
-func (r *Registry) Complete(ctx context.Context, taskID string) (bool, error) {
+// Complete moves the task from "running" to "completed", atomically. It
+// returns changed = true when it did; false (with no error) when the task
+// was not running any more: completed or failed already (a completion
+// delivered twice, say), or in another status, so that the caller acts on
+// each completion once. A task that does not exist is an error wrapping
+// completion.ErrTaskNotFound. See [Registry.SetStatus].
+func (r *Registry) Complete(ctx context.Context, taskID string) (changed bool, err error) {
 	return r.SetStatus(ctx, taskID, StatusRunning, StatusCompleted)
 }
 
-// Fail moves the task from "running" to "failed"; see
-// [Registry.SetStatus].
-func (r *Registry) Fail(ctx context.Context, taskID string) (bool, error) {
+// Fail moves the task from "running" to "failed", atomically; changed
+// reports whether it did, as for [Registry.Complete].
+func (r *Registry) Fail(ctx context.Context, taskID string) (changed bool, err error) {
 	return r.SetStatus(ctx, taskID, StatusRunning, StatusFailed)
 }
 
