@@ -119,7 +119,7 @@ func New(p Params) *Engine {
 	}
 	e.queue = newQueue(shards)
 	e.handlerCtx, e.handlerCancel = context.WithCancel(context.Background())
-	e.reader = &reader{e: e, blocking: blockingReader{client: p.Client, stream: p.Stream}}
+	e.reader = &reader{e: e, blocking: blockingReader{client: p.Client, stream: p.Stream}, exited: make(chan struct{})}
 	for i := range p.Concurrency {
 		e.workers = append(e.workers, &worker{e: e, shard: i % shards})
 	}
@@ -334,13 +334,6 @@ func (t *tracker) waitWorkers(c clock.Clock, d time.Duration) bool {
 	case <-timer.C():
 		return false
 	}
-}
-
-// runningJob reports whether a goroutine of job is running.
-func (t *tracker) runningJob(job string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.running[job] > 0
 }
 
 func (t *tracker) workersLeft() int {

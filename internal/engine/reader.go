@@ -22,6 +22,7 @@ import (
 type reader struct {
 	e        *Engine
 	blocking blockingReader
+	exited   chan struct{} // closed when loop returns
 	bo       backoff
 	// est is the size of an entry the budget plans with: MaxPayloadBytes,
 	// the largest an entry handled may be, or more after larger (oversize)
@@ -161,6 +162,7 @@ func parseAdopt(res []any) (next string, n int, deleted []string, err error) {
 // entries; after a read error, the own pending list again.
 func (r *reader) loop() {
 	e := r.e
+	defer close(r.exited)
 	defer r.blocking.close()
 	r.est = max(e.p.MaxPayloadBytes, 1)
 	args := redis.XReadGroupArgs{Group: e.p.Group, Consumer: e.p.Consumer, Streams: []string{e.p.Stream, "0"}}
@@ -312,14 +314,21 @@ func (r *reader) interrupt() {
 	e.jobs.goJob("interrupt", func() {
 		ctx, cancel := context.WithTimeout(e.ioCtx, e.p.Block+time.Second)
 		defer cancel()
-		for e.jobs.runningJob("reader") {
+		for {
 			owner, id := r.blocking.target()
 			if err := unblock(ctx, owner, id); err != nil {
 				e.log.Info("cannot interrupt the blocked read (CLIENT UNBLOCK refused); stopping once it times out", slog.Any("err", err), slog.Duration("block", e.p.Block))
 				return
 			}
-			if !clock.Sleep(e.p.Clock, ctx.Done(), 20*time.Millisecond) {
+			t := e.p.Clock.NewTimer(20 * time.Millisecond)
+			select {
+			case <-r.exited:
+				t.Stop()
 				return
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C():
 			}
 		}
 	})
