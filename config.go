@@ -119,13 +119,16 @@ type Config struct {
 
 	// MaxReadAheadBytes bounds the memory the consumer holds in entries
 	// read and not yet acknowledged: it reads no more while that much is
-	// held, and one read brings at most as many entries as the free part
-	// would hold if each were as large as MaxPayloadBytes allows (so the
-	// defaults read 64 entries at a time, not BatchSize). Raise it for
-	// throughput with small entries; a burst of large entries then slows
-	// reading instead of growing the heap. Entries over MaxPayloadBytes are
-	// read once each (Redis hands a whole entry over) and dead-lettered
-	// without their bodies. Default 64 MiB.
+	// held, and one read asks for no more entries than the free part would
+	// hold if each were as large as MaxPayloadBytes allows (so the defaults
+	// read at most 64 entries at a time, not BatchSize). Redis bounds a
+	// reply by count, not bytes, and entries over MaxPayloadBytes (which
+	// are dead-lettered without their bodies) can be far larger, so reads
+	// also start at four entries, fall to one after a read brings entries
+	// larger than planned, and grow fourfold after each full read; reads
+	// are then planned at the largest size seen lately. Raise it for
+	// throughput with small entries; a burst of large entries slows reading
+	// instead of growing the heap. Default 64 MiB.
 	MaxReadAheadBytes int64
 
 	// Concurrency is the most handlers that run at once. Default

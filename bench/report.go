@@ -5,8 +5,6 @@ import (
 	"html"
 	"io"
 	"strings"
-
-	"github.com/streamrelay/completion"
 )
 
 // machine describes where the figures were taken.

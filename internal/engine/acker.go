@@ -128,6 +128,9 @@ func (a *acker) run() {
 		batch = a.take(batch[:0])
 		for len(batch) > 0 {
 			rest, op, err := a.send(e.ioCtx, batch)
+			// Keep only what failed: the array must not hold settled
+			// deliveries, or their entries stay in memory.
+			clear(batch[len(rest):])
 			batch = append(batch[:0], rest...)
 			if err == nil {
 				bo.reset()
@@ -135,12 +138,14 @@ func (a *acker) run() {
 			}
 			if e.rep.fail(op, err) {
 				e.held.forget(batch...)
+				clear(batch)
 				batch = batch[:0]
 				break
 			}
 			// Retry what failed; take in what arrived meanwhile.
 			if !clock.Sleep(e.p.Clock, e.stop, bo.next()) {
 				e.held.forget(batch...) // the final flush is for what waits in buf
+				clear(batch)
 				batch = batch[:0]
 				break
 			}

@@ -54,7 +54,9 @@ func (e *Engine) newMove(d *Delivery, reason string, cause error) *deadLetterMov
 	if d.oversize {
 		data, _ := d.Fields[wire.DataField].(string)
 		if len(data) > wire.MaxExcerptBytes {
-			data = data[:wire.MaxExcerptBytes]
+			// A copy: a substring would keep the whole entry in memory
+			// until the move is done.
+			data = strings.Clone(data[:wire.MaxExcerptBytes])
 		}
 		meta = append(meta,
 			wire.DeadLetterSizeField, strconv.Itoa(wire.EntryBytes(d.Fields)),

@@ -33,6 +33,12 @@ func newHeld() *held {
 	return &held{m: make(map[string]*Delivery), room: make(chan struct{}, 1)}
 }
 
+// copyOf returns a heap copy of d.
+func copyOf(d *Delivery) *Delivery {
+	c := *d
+	return &c
+}
+
 // currentEpoch returns the epoch.
 func (h *held) currentEpoch() uint64 {
 	h.mu.Lock()
@@ -74,6 +80,10 @@ func (h *held) track(ds []Delivery, preempt bool) []*Delivery {
 			h.retries.remove(old)
 			h.drop(old)
 		}
+		// A copy of its own: a pointer into ds would keep the whole batch,
+		// and the fields of entries long settled, in memory for as long
+		// as any one of them is held.
+		d = copyOf(d)
 		d.retryIdx = notQueued
 		h.m[d.ID] = d
 		h.bytes += int64(d.size)

@@ -24,10 +24,7 @@ type reader struct {
 	blocking blockingReader
 	exited   chan struct{} // closed when loop returns
 	bo       backoff
-	// est is the size of an entry the budget plans with: MaxPayloadBytes,
-	// the largest an entry handled may be, or more after larger (oversize)
-	// entries were read, decaying back.
-	est int
+	win      window // how many entries the next read may bring
 }
 
 // start creates the group, from the stream's first entry (MKSTREAM), and on
@@ -164,7 +161,7 @@ func (r *reader) loop() {
 	e := r.e
 	defer close(r.exited)
 	defer r.blocking.close()
-	r.est = max(e.p.MaxPayloadBytes, 1)
+	r.win = newWindow(e.p.MaxPayloadBytes)
 	args := redis.XReadGroupArgs{Group: e.p.Group, Consumer: e.p.Consumer, Streams: []string{e.p.Stream, "0"}}
 	ownPending, cursor := true, "0"
 	for !e.stopped() {
@@ -185,7 +182,7 @@ func (r *reader) loop() {
 		}
 		r.bo.reset()
 		e.rep.ok()
-		r.plan(msgs)
+		r.win.observe(msgs, count, e.p.BatchSize)
 		if !ownPending {
 			if e.State() == StateStarting {
 				e.setState(StateRunning)
@@ -253,11 +250,9 @@ func (r *reader) recover(err error) bool {
 }
 
 // room waits until the workers are nearly out of work and the read-ahead
-// budget has room, and returns how many entries the next read may bring:
-// BatchSize, or fewer, so that what one read brings in fits the budget's
-// free part even if every entry were as large as an entry may be
-// (MaxPayloadBytes, or the largest read lately). It returns false when the
-// engine stops.
+// budget has room, and returns how many entries the next read may bring
+// (see window): at least one when nothing is held. It returns false when
+// the engine stops.
 func (r *reader) room() (int, bool) {
 	e := r.e
 	if !e.queue.waitBelow(e.p.Concurrency) {
@@ -265,8 +260,8 @@ func (r *reader) room() (int, bool) {
 	}
 	for {
 		free := e.p.MaxReadAheadBytes - e.held.heldBytes()
-		if n := int(free / int64(r.est)); n >= 1 || e.held.count.Load() == 0 {
-			return min(max(n, 1), e.p.BatchSize), true
+		if n := r.win.count(free, e.p.BatchSize); n >= 1 || e.held.count.Load() == 0 {
+			return max(n, 1), true
 		}
 		select {
 		case <-e.held.room:
@@ -274,15 +269,6 @@ func (r *reader) room() (int, bool) {
 			return 0, false
 		}
 	}
-}
-
-// plan updates the entry size the budget plans with from a read.
-func (r *reader) plan(msgs []redis.XMessage) {
-	largest := 0
-	for i := range msgs {
-		largest = max(largest, entrySize(&msgs[i]))
-	}
-	r.est = max(largest, r.est*3/4, r.e.p.MaxPayloadBytes, 1)
 }
 
 // read issues the XREADGROUP: history reads through the client, blocking

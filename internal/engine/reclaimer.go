@@ -18,19 +18,26 @@ type reclaimer struct {
 	e      *Engine
 	cursor string
 	epoch  uint64
+	win    window // how many entries one XAUTOCLAIM may bring
 }
 
 func (r *reclaimer) run() {
 	e := r.e
 	r.cursor = "0-0"
+	r.win = newWindow(e.p.MaxPayloadBytes)
 	for {
 		if epoch := e.held.currentEpoch(); epoch != r.epoch { // the stream was recreated: start over
 			r.epoch, r.cursor = epoch, "0-0"
 		}
 		// Keep claiming while full batches come back.
 		for !e.stopped() {
-			n, ok := r.claimOnce()
-			if !ok || n < e.p.BatchSize || r.cursor == "0-0" {
+			count := r.win.count(e.p.MaxReadAheadBytes-e.held.heldBytes(), e.p.BatchSize)
+			if count < 1 && e.held.count.Load() > 0 {
+				break // the read-ahead budget is spent: claim next time
+			}
+			count = max(count, 1)
+			n, ok := r.claimOnce(count)
+			if !ok || n < count || r.cursor == "0-0" {
 				break
 			}
 		}
@@ -41,15 +48,16 @@ func (r *reclaimer) run() {
 	}
 }
 
-// claimOnce runs one XAUTOCLAIM from the cursor and dispatches what it
-// claimed. It returns how many entries came back, and false on error.
-func (r *reclaimer) claimOnce() (int, bool) {
+// claimOnce runs one XAUTOCLAIM of up to count entries from the cursor and
+// dispatches what it claimed. It returns how many entries came back, and
+// false on error.
+func (r *reclaimer) claimOnce(count int) (int, bool) {
 	e := r.e
 	e.held.guard() // until its entries are tracked: see held.acked
 	defer e.held.unguard()
 	msgs, next, deleted, err := e.p.Client.XAutoClaimWithDeleted(e.ioCtx, &redis.XAutoClaimArgs{
 		Stream: e.p.Stream, Group: e.p.Group, Consumer: e.p.Consumer,
-		MinIdle: e.p.ClaimMinIdle, Start: r.cursor, Count: int64(e.p.BatchSize),
+		MinIdle: e.p.ClaimMinIdle, Start: r.cursor, Count: int64(count),
 	}).Result()
 	if err != nil {
 		switch {
@@ -64,6 +72,7 @@ func (r *reclaimer) claimOnce() (int, bool) {
 		return 0, false
 	}
 	e.rep.ok()
+	r.win.observe(msgs, count, e.p.BatchSize)
 	if len(deleted) > 0 {
 		e.reportDeletedUnlessHeld(deleted)
 	}

@@ -1,0 +1,58 @@
+package engine
+
+import "github.com/redis/go-redis/v9"
+
+// window decides how many entries one read may bring in. Redis cannot
+// bound a reply by bytes, only by COUNT, so the count is planned from the
+// read-ahead budget's free part and the size of an entry: MaxPayloadBytes
+// (the largest an entry that is handled may be), or the largest read
+// lately, decaying back. Oversize entries (dead-lettered unhandled) can be
+// far larger than any plan, so the window also starts small (four
+// entries), drops to one after a read brings entries larger than planned,
+// and grows fourfold after each full read (4, 16, 64, ...: a backlog of
+// small entries reaches BatchSize within three reads). A backlog of 10 MiB
+// entries is then read four, then one at a time, and at most six when the
+// budget has room for six, instead of BatchSize at once.
+//
+// The reader and the reclaimer each own one.
+type window struct {
+	floor int // MaxPayloadBytes
+	est   int // the size an entry is planned at
+	limit int // the most the next read may ask for
+}
+
+// windowStart is the window's first size, and windowGrowth its growth
+// after a full read.
+const (
+	windowStart  = 4
+	windowGrowth = 4
+)
+
+func newWindow(maxPayload int) window {
+	floor := max(maxPayload, 1)
+	return window{floor: floor, est: floor, limit: windowStart}
+}
+
+// count returns how many entries the next read may ask for: at most batch,
+// the window, and what fits in free bytes at the planned size. 0 means none
+// fits.
+func (w *window) count(free int64, batch int) int {
+	n := free / int64(w.est)
+	return int(min(n, int64(w.limit), int64(batch)))
+}
+
+// observe updates the plan from a read that asked for asked entries and
+// brought msgs.
+func (w *window) observe(msgs []redis.XMessage, asked, batch int) {
+	largest := 0
+	for i := range msgs {
+		largest = max(largest, entrySize(&msgs[i]))
+	}
+	switch {
+	case largest > w.est:
+		w.limit = 1 // a surprise: start again
+	case len(msgs) >= asked:
+		w.limit = min(windowGrowth*w.limit, batch)
+	}
+	w.est = max(largest, w.est*3/4, w.floor)
+}
