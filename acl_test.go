@@ -35,6 +35,7 @@ import (
 //	XADD                 in the dead-letter script (and directly, in a cluster whose keys do not share a slot)
 //	XRANGE               in the dead-letter script, which copies the entry; tells a trimmed entry due for a retry from one taken over
 //	XINFO CONSUMERS      in the stale-consumer script
+//	XINFO GROUPS         optional: at start, when Redis is out of memory and refuses XGROUP CREATE, whether the group exists
 //	XGROUP DELCONSUMER   in the stale-consumer and remove-self scripts
 //	EVALSHA, EVAL        the scripts (go-redis sends EVALSHA, then EVAL when the script is not cached)
 //	CLIENT ID, UNBLOCK   optional: interrupt the blocked read at shutdown (without them, shutdown waits up to Config.Block)
@@ -51,7 +52,7 @@ import (
 var (
 	consumerACLCommands = []string{
 		"xgroup|create", "xreadgroup", "xautoclaim", "xpending", "xclaim", "xack", "xadd", "xrange",
-		"xinfo|consumers", "xgroup|delconsumer", "evalsha", "eval", "client|id", "client|unblock",
+		"xinfo|consumers", "xinfo|groups", "xgroup|delconsumer", "evalsha", "eval", "client|id", "client|unblock",
 		"zadd", "zremrangebyscore", "zrange", "pexpire", "time", "zrem",
 	}
 	consumerDedupACLCommands     = []string{"exists", "set"}

@@ -33,6 +33,7 @@ import (
 type RedisClient interface {
 	redis.Scripter
 	XGroupCreateMkStream(ctx context.Context, stream, group, start string) *redis.StatusCmd
+	XInfoGroups(ctx context.Context, stream string) *redis.XInfoGroupsCmd
 	XReadGroup(ctx context.Context, a *redis.XReadGroupArgs) *redis.XStreamSliceCmd
 	XAutoClaimWithDeleted(ctx context.Context, a *redis.XAutoClaimArgs) *redis.XAutoClaimWithDeletedCmd
 	XPendingExt(ctx context.Context, a *redis.XPendingExtArgs) *redis.XPendingExtCmd

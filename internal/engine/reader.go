@@ -49,7 +49,7 @@ func (r *reader) start() error {
 }
 
 // createGroup runs XGROUP CREATE ... MKSTREAM until it works (BUSYGROUP:
-// it exists). With a deadline, the first failure is logged at ERROR and
+// it exists; OOM, and XINFO GROUPS lists it: it exists, and Redis is full). With a deadline, the first failure is logged at ERROR and
 // Run gives up at the deadline.
 func (r *reader) createGroup(deadline time.Time) error {
 	e := r.e
@@ -61,6 +61,12 @@ func (r *reader) createGroup(deadline time.Time) error {
 			r.bo.reset()
 			return nil
 		case redis.HasErrorPrefix(err, "BUSYGROUP"):
+			r.bo.reset()
+			return nil
+		case redis.HasErrorPrefix(err, "OOM") && r.groupExists():
+			// Redis is full (maxmemory with noeviction) and refuses the
+			// write before it would say BUSYGROUP; reads still work.
+			e.log.Warn("Redis is out of memory; the consumer group exists, reading on", slog.Any("err", err))
 			r.bo.reset()
 			return nil
 		case isFatal(err):
@@ -88,6 +94,22 @@ func (r *reader) createGroup(deadline time.Time) error {
 			return errStopped
 		}
 	}
+}
+
+// groupExists reports whether XINFO GROUPS lists the group (false on any
+// error).
+func (r *reader) groupExists() bool {
+	e := r.e
+	groups, err := e.p.Client.XInfoGroups(e.ioCtx, e.p.Stream).Result()
+	if err != nil {
+		return false
+	}
+	for _, g := range groups {
+		if g.Name == e.p.Group {
+			return true
+		}
+	}
+	return false
 }
 
 // adopt moves to this consumer every entry the group still has pending in
