@@ -1,11 +1,13 @@
 package dashboard
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,6 +68,14 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) {
 	if from == "" {
 		from = r.FormValue("from")
 	}
+	if from == "" || from == "$" {
+		// Fix "now" before the client hears that the tail is open, so that
+		// what it adds once it has heard so is never missed.
+		if from, err = tailNow(r, s); err != nil {
+			h.fail(w, r, http.StatusBadGateway, err)
+			return
+		}
+	}
 	rc := http.NewResponseController(w)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -97,6 +107,40 @@ func (h *Handler) tailEvents(w http.ResponseWriter, r *http.Request) {
 		h.opts.Logger.Warn("dashboard: live tail ended", "stream", s.name, "err", err)
 		_ = send("failure", "", map[string]string{"error": safetext.Escape(err.Error())})
 	}
+}
+
+// tailNow returns the position of the stream's newest entry: "0" when it
+// is empty, or of a partitioned stream the Ref of the newest entry of all
+// partitions. (Then an entry added to another partition in the same
+// millisecond as that one, with an id not above it, is not shown.)
+func tailNow(r *http.Request, s *stream) (string, error) {
+	si, err := s.in.Info(r.Context())
+	if err != nil {
+		return "", err
+	}
+	if len(si.Partitions) == 0 {
+		return cmp.Or(si.LastID, "0"), nil
+	}
+	from, newest := "0", ""
+	for i, p := range si.Partitions {
+		if p.LastID != "" && (newest == "" || compareIDs(p.LastID, newest) > 0) {
+			newest, from = p.LastID, strconv.Itoa(i)+"/"+p.LastID
+		}
+	}
+	return from, nil
+}
+
+// compareIDs orders two stream ids "ms-seq".
+func compareIDs(a, b string) int {
+	parse := func(id string) (uint64, uint64) {
+		ms, seq, _ := strings.Cut(id, "-")
+		x, _ := strconv.ParseUint(ms, 10, 64)
+		y, _ := strconv.ParseUint(seq, 10, 64)
+		return x, y
+	}
+	am, as := parse(a)
+	bm, bs := parse(b)
+	return cmp.Or(cmp.Compare(am, bm), cmp.Compare(as, bs))
 }
 
 // sseID returns ref when it can be an event id (no line break, no NUL).
