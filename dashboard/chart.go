@@ -13,7 +13,8 @@ const (
 	chartTop    = 14 // room for the scale's label
 )
 
-// chartView is a stream's chart: a panel per series over ChartWindow.
+// chartView is a stream's chart: a panel per series over the samples of
+// the last ChartWindow.
 type chartView struct {
 	Group    string  // the group whose lag and pending entries are drawn
 	Interval string  // the sample interval
@@ -21,6 +22,7 @@ type chartView struct {
 	Samples  int     // how many samples there are
 	Err      string  // the last sample's error, if it failed
 	Panels   []panel // lag, pending, dead letters; none without samples
+	Span     string  // the time the panels cover, up to now
 	Width    int
 	Height   int
 }
@@ -44,10 +46,16 @@ func (h *Handler) chartOf(s *stream) chartView {
 	if err != nil {
 		c.Err = err.Error()
 	}
+	now := h.now()
+	for len(list) > 0 && list[0].at.Before(now.Add(-ChartWindow)) {
+		list = list[1:] // samples of a sampler that stopped long ago
+	}
+	c.Samples = len(list)
 	if len(list) == 0 {
 		return c
 	}
-	now := h.now()
+	span := chartSpan(now.Sub(list[0].at), h.opts.SampleInterval)
+	c.Span = duration(span)
 	series := []struct {
 		title, class string
 		value        func(sample) int64
@@ -57,25 +65,35 @@ func (h *Handler) chartOf(s *stream) chartView {
 		{"Dead letters", "dead", func(x sample) int64 { return x.dead }},
 	}
 	for _, sr := range series {
-		c.Panels = append(c.Panels, drawPanel(sr.title, sr.class, list, now, sr.value))
+		c.Panels = append(c.Panels, drawPanel(sr.title, sr.class, list, now, span, sr.value))
 	}
 	return c
 }
 
-// drawPanel draws one series of list (oldest first) over the window up to
-// now: at most one point per unit of width (the largest value there), the
-// scale from 0 to a round number at or above the largest value.
-func drawPanel(title, class string, list []sample, now time.Time, value func(sample) int64) panel {
+// chartSpan is the time a chart covers: since its oldest sample (age), at
+// most ChartWindow, and at least ten sample intervals, so that the first
+// samples of a dashboard that just started do not fall on one point.
+func chartSpan(age, interval time.Duration) time.Duration {
+	return min(max(age, 10*interval), ChartWindow)
+}
+
+// drawPanel draws one series of list (oldest first) over span up to now:
+// at most one point per unit of width (the largest value there), the scale
+// from 0 to a round number at or above the largest value.
+func drawPanel(title, class string, list []sample, now time.Time, span time.Duration, value func(sample) int64) panel {
 	p := panel{Title: title, Class: class, Latest: value(list[len(list)-1])}
 	for _, x := range list {
 		p.Max = max(p.Max, value(x))
 	}
 	p.Max = roundUp(p.Max)
-	start := now.Add(-ChartWindow)
+	start := now.Add(-span)
 	type point struct{ x, v int64 }
 	var pts []point
 	for _, x := range list {
-		px := int64(float64(x.at.Sub(start)) / float64(ChartWindow) * chartWidth)
+		if x.at.Before(start) {
+			continue
+		}
+		px := int64(float64(x.at.Sub(start)) / float64(span) * chartWidth)
 		px = min(max(px, 0), chartWidth)
 		v := value(x)
 		if n := len(pts); n > 0 && pts[n-1].x == px {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -195,4 +196,44 @@ func TestRunSamples(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 	_ = errors.New
+}
+
+// TestChartWindow: the chart keeps the samples of the last hour, and
+// spans the time since its oldest one.
+func TestChartWindow(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	in := newInspector(t, rdb, inspect.Config{Stream: "s", Group: "g"})
+	h := newHandler(t, dashboard.Options{Streams: []*inspect.Inspector{in}, SampleInterval: dashboard.MinSampleInterval})
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	dashboard.SetClock(h, func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	rounds := make(chan int, 100)
+	n := 0
+	dashboard.OnSample(h, func() { // each round 10 minutes after the one before
+		mu.Lock()
+		now = now.Add(10 * time.Minute)
+		mu.Unlock()
+		n++
+		rounds <- n
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	for <-rounds < 3 {
+	}
+	_, page := get(t, h, "/")
+	assert.Contains(t, page, "3 samples")
+	assert.Contains(t, page, "−30m0s", "the span since the oldest sample")
+	for <-rounds < 9 {
+	}
+	cancel()
+	require.NoError(t, <-done)
+	_, page = get(t, h, "/")
+	assert.Contains(t, page, "−1h0m0s", "at most an hour")
+	els := parseHTML(t, page)
+	for _, p := range find(els, "polyline", "points", "") {
+		assert.Len(t, strings.Fields(p.Attrs["points"]), 6, "the samples of the last hour (those of 10 to 60 minutes ago)")
+	}
 }
