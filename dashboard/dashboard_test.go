@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -236,4 +237,40 @@ func TestChartWindow(t *testing.T) {
 	for _, p := range find(els, "polyline", "points", "") {
 		assert.Len(t, strings.Fields(p.Attrs["points"]), 6, "the samples of the last hour (those of 10 to 60 minutes ago)")
 	}
+}
+
+// TestDetail: the entry and dead-letter pages show every field, the
+// decoded message and, with a registry, the task.
+func TestDetail(t *testing.T) {
+	redistest.EachBackend(t, func(t *testing.T, be redistest.Backend) {
+		stream := uniqueStream(t, be.Client)
+		id, err := completion.Publish(t.Context(), be.Client, stream, completion.Message{OperationID: "op-1", TaskID: "t-1", Success: true,
+			Result: []byte(`{"pages":3}`)}, completion.WithField("traceparent", "00-abc-def-01"))
+		require.NoError(t, err)
+		dead := deadLetter(t, be.Client, stream, completion.ReasonPermanent, "schema mismatch", "data", message(1))
+		in := newInspector(t, be.Client, inspect.Config{Stream: stream})
+		reg := &completion.MemoryRegistry{}
+		reg.Register(completion.Task{TaskID: "t-1", SessionID: "sess-42", ToolCallID: "call-9", OperationID: "op-1"})
+		q := "stream=" + url.QueryEscape(stream)
+		for _, tc := range []struct {
+			name string
+			reg  completion.TaskRegistry
+			path string
+			want []string
+		}{
+			{"entry", reg, "/entry?" + q + "&ref=" + id, []string{"traceparent", "00-abc-def-01", "op-1", `&#34;pages&#34;: 3`, "sess-42", "call-9"}},
+			{"entry without registry", nil, "/entry?" + q + "&ref=" + id, []string{"op-1", "No task registry"}},
+			{"dead letter", reg, "/deadletter?" + q + "&ref=" + dead, []string{"permanent_error", "schema mismatch", "op-1", "sess-42"}},
+			{"unknown task", &completion.MemoryRegistry{}, "/deadletter?" + q + "&ref=" + dead, []string{"knows neither the operation nor the task"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				h := newHandler(t, dashboard.Options{Streams: []*inspect.Inspector{in}, Registry: tc.reg})
+				code, page := get(t, h, tc.path)
+				require.Equal(t, http.StatusOK, code, page)
+				for _, w := range tc.want {
+					assert.Contains(t, page, w)
+				}
+			})
+		}
+	})
 }
