@@ -150,6 +150,7 @@ func TestPrefixAndRoutes(t *testing.T) {
 		{"/ops/dash/tail", http.StatusOK},
 		{"/ops/dash/static/dashboard.css", http.StatusOK},
 		{"/ops/dash/static/dashboard.js", http.StatusOK},
+		{"/ops/dash/static/", http.StatusNotFound},
 		{"/ops/dash/nothing", http.StatusNotFound},
 		{"/ops/dash/dead?stream=other", http.StatusNotFound},
 		{"/ops/dash/entry?ref=1-1", http.StatusNotFound},
