@@ -390,6 +390,7 @@ as they arrive.`,
 			}
 		},
 	},
+	serveCommand, // serve.go
 }
 
 func commandNamed(name string) (*command, bool) {

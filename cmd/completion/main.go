@@ -1,7 +1,7 @@
 // Command completion inspects and repairs a completion stream: its backlog,
 // consumer groups, pending entries and dead letters. It redrives dead
-// letters to the stream, purges them, publishes test completions and follows
-// the stream live.
+// letters to the stream, purges them, publishes test completions, follows
+// the stream live and serves a web dashboard (completion serve).
 //
 //	go run ./cmd/completion help
 //	go run ./cmd/completion -addr localhost:6379 info
