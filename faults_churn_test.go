@@ -206,7 +206,10 @@ func TestFaultChurn(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, s := range slot {
 		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = s.proc.stop(bound(spec(s.name).config(nil)) + runStopMargin + 30*time.Second) }()
+		go func() {
+			defer wg.Done()
+			errs[i] = s.proc.stop(bound(spec(s.name).config(nil)) + runStopMargin + 30*time.Second)
+		}()
 	}
 	wg.Wait()
 	for i, err := range errs {

@@ -86,7 +86,9 @@ func FaultCount(base, scale int) int { return faultCount(base, scale) }
 func FaultWait(n int) time.Duration { return faultWait(n) }
 
 // FaultConfig is faultConfig.
-func FaultConfig(stream, name string, logger *slog.Logger) Config { return faultConfig(stream, name, logger) }
+func FaultConfig(stream, name string, logger *slog.Logger) Config {
+	return faultConfig(stream, name, logger)
+}
 
 // FaultLogger is faultLogger.
 func FaultLogger(t testing.TB, name string) *slog.Logger { return faultLogger(t, name) }
