@@ -17,6 +17,7 @@ package completion
 //
 //	CHILD-RUN-RETURNED after=<ns since the stop was asked> err=<Run's error>
 //	CHILD-STATS <Stats as JSON>
+//	CHILD-PEAK-HEAP <bytes>             the peak HeapInuse (with childSpec.HeapSample)
 
 import (
 	"bufio"
@@ -29,9 +30,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -76,6 +79,9 @@ type childSpec struct {
 	DedupTTL          time.Duration `json:"dedup_ttl,omitempty"`
 	MaxReadAheadBytes int64         `json:"max_read_ahead_bytes,omitempty"`
 	MaxPayloadBytes   int           `json:"max_payload_bytes,omitempty"`
+	// HeapSample makes the child sample its Go heap (HeapInuse) every
+	// 10 ms and print the peak when it stops (CHILD-PEAK-HEAP).
+	HeapSample bool `json:"heap_sample,omitempty"`
 	// Client options.
 	DialTimeout  time.Duration `json:"dial_timeout,omitempty"`
 	ReadTimeout  time.Duration `json:"read_timeout,omitempty"`
@@ -226,6 +232,19 @@ func runSpecChild(t *testing.T, spec childSpec) {
 		}
 	}()
 
+	var peakHeap atomic.Uint64
+	if spec.HeapSample {
+		go func() {
+			var ms runtime.MemStats
+			for ctx.Err() == nil {
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > peakHeap.Load() {
+					peakHeap.Store(ms.HeapInuse)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+	}
 	fmt.Printf("child consumer %s running (pid %d)\n", spec.Consumer, os.Getpid())
 	err = c.Run(ctx)
 	stopMu.Lock()
@@ -233,7 +252,7 @@ func runSpecChild(t *testing.T, spec childSpec) {
 	stopMu.Unlock()
 	cancel()
 	st, _ := json.Marshal(c.Stats())
-	fmt.Printf("CHILD-RUN-RETURNED after=%d err=%v\nCHILD-STATS %s\n", after.Nanoseconds(), err, st)
+	fmt.Printf("CHILD-RUN-RETURNED after=%d err=%v\nCHILD-STATS %s\nCHILD-PEAK-HEAP %d\n", after.Nanoseconds(), err, st, peakHeap.Load())
 	require.NoError(t, err)
 }
 
@@ -261,6 +280,7 @@ type childRun struct {
 	after    time.Duration // from the stop being asked until Run returned
 	err      string        // "<nil>" for none
 	stats    Stats
+	peakHeap int64 // the peak HeapInuse, with childSpec.HeapSample
 }
 
 // runResult parses the child's CHILD-RUN-RETURNED and CHILD-STATS lines.
@@ -274,6 +294,9 @@ func (c *childProc) runResult() childRun {
 		}
 		if rest, ok := strings.CutPrefix(l, "CHILD-STATS "); ok {
 			_ = json.Unmarshal([]byte(rest), &r.stats)
+		}
+		if rest, ok := strings.CutPrefix(l, "CHILD-PEAK-HEAP "); ok {
+			r.peakHeap, _ = strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
 		}
 	}
 	return r
