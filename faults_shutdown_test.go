@@ -31,8 +31,11 @@ const runStopMargin = 3 * time.Second
 // ShutdownTimeout + 7 s, whatever Redis does: every Redis call of the stop
 // is bounded. What could not be acknowledged stays pending; once Redis is
 // resumed a fresh consumer handles it (duplicates are reported, nothing may
-// be lost). The soak variant repeats this with other delays between the
-// freeze and the SIGTERM, and resumes Redis in the middle of some stops.
+// be lost). BatchSize is 20, so that acknowledgements fill the acker's
+// buffer while Redis is frozen and handlers that finished wait to hand
+// theirs over when the stop begins. The soak variant repeats this with
+// other delays between the freeze and the SIGTERM, and resumes Redis in the
+// middle of some stops.
 func TestFaultShutdownFrozenRedis(t *testing.T) {
 	t.Parallel()
 	scale := faultScale(t)
@@ -61,7 +64,7 @@ func TestFaultShutdownFrozenRedis(t *testing.T) {
 			c := startSpecChild(t, childSpec{
 				Addr: srv.Addr(), Stream: stream, Consumer: fmt.Sprintf("frozen-%d-%d", round, k),
 				SleepMin: 20 * time.Millisecond, SleepMax: 300 * time.Millisecond, FailFirst: true,
-				Concurrency: 8, ShutdownTimeout: shutdownTimeout,
+				Concurrency: 8, BatchSize: 20, ShutdownTimeout: shutdownTimeout,
 				DialTimeout: 5 * time.Second, // go-redis's defaults otherwise (ReadTimeout 3 s, 3 retries)
 			})
 			ledgers.add(c)
