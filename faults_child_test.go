@@ -220,7 +220,15 @@ func runSpecChild(t *testing.T, spec childSpec) {
 		stopMu.Unlock()
 		cancel()
 	}
-	go func() { _, _ = io.Copy(io.Discard, os.Stdin); stopNow() }()
+	// Stdin in non-blocking mode, so that closing it ends the reading
+	// goroutine after a stop by SIGTERM (nothing of this package may be
+	// left running: redistest.Main checks).
+	stdin := os.Stdin
+	if syscall.SetNonblock(syscall.Stdin, true) == nil { // not os.Stdin.Fd(), which makes it blocking again
+		stdin = os.NewFile(uintptr(syscall.Stdin), "stdin")
+	}
+	stdinDone := make(chan struct{})
+	go func() { defer close(stdinDone); _, _ = io.Copy(io.Discard, stdin); stopNow() }()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -251,6 +259,11 @@ func runSpecChild(t *testing.T, spec childSpec) {
 	after := time.Since(stopAt)
 	stopMu.Unlock()
 	cancel()
+	_ = stdin.Close()
+	select {
+	case <-stdinDone:
+	case <-time.After(time.Second):
+	}
 	st, _ := json.Marshal(c.Stats())
 	fmt.Printf("CHILD-RUN-RETURNED after=%d err=%v\nCHILD-STATS %s\nCHILD-PEAK-HEAP %d\n", after.Nanoseconds(), err, st, peakHeap.Load())
 	require.NoError(t, err)
