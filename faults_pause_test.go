@@ -79,7 +79,7 @@ func TestFaultPauseWake(t *testing.T) {
 		SleepMin: 250 * time.Millisecond, SleepMax: 300 * time.Millisecond,
 		Concurrency: 8, BatchSize: 50, ClaimMinIdle: claimMinIdle,
 	})
-	sync := func() {
+	syncLedger := func() {
 		if err := sleeper.ledger.sync(led); err != nil {
 			t.Logf("read the sleeper's ledger: %v", err)
 		}
@@ -100,7 +100,7 @@ func TestFaultPauseWake(t *testing.T) {
 		}
 		var pend []redis.XPendingExt
 		busy := waitProgress(60*time.Second, func() bool {
-			sync()
+			syncLedger()
 			started, done := sleeper.ledger.snapshot()
 			running := 0
 			for key := range started {
@@ -120,7 +120,7 @@ func TestFaultPauseWake(t *testing.T) {
 		// write under way completes), and its pending list only shrinks
 		// by an XACK already on the wire.
 		time.Sleep(50 * time.Millisecond)
-		sync()
+		syncLedger()
 		pend, err := check.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: "g", Start: "-", End: "+", Count: 10000, Consumer: "sleeper"}).Result()
 		require.NoError(t, err)
 		started, done := sleeper.ledger.snapshot()
@@ -160,7 +160,7 @@ func TestFaultPauseWake(t *testing.T) {
 		t.Logf("pause %d: sleeper resumed after %v; the survivor had reclaimed %d of its entries by then", k+1, pause, taken)
 
 		// Let the round settle before the next freeze.
-		settle(t, check, stream, led, faultWait(next), sync)
+		settle(t, check, stream, led, faultWait(next), syncLedger)
 	}
 
 	// Steady traffic after the last wake-up: the sleeper works on.
@@ -168,10 +168,10 @@ func TestFaultPauseWake(t *testing.T) {
 		require.True(t, pub.publish(ctx, next, 0))
 		next++
 	}
-	settle(t, check, stream, led, faultWait(next), sync)
+	settle(t, check, stream, led, faultWait(next), syncLedger)
 	require.NoError(t, sleeper.stop(bound(cfg)+runStopMargin+30*time.Second), "the sleeper's exit")
 	stopAll(t, stopSurvivor)
-	sync()
+	syncLedger()
 	checkChildOutput(t, sleeper)
 	run := sleeper.runResult()
 	require.True(t, run.returned, "the sleeper did not report its Stats")

@@ -13,14 +13,22 @@ package completion
 // without their intended outcome that the scenario does not excuse; excused
 // counts ids whose loss the scenario attributes to an operator action
 // (stream-deleted: deleted with the stream; trim-backlog: trimmed by MAXLEN
-// and accounted as such), so published = handled + deadlettered + lost +
-// excused for scenarios where no id is both. duplicates counts successful
-// handler calls beyond the first per entry (plus extra dead letters).
+// and accounted as such; sentinel-failover: acknowledged by a master that
+// died before replicating them), so published = handled + deadlettered +
+// lost + excused for scenarios where no id is both. duplicates counts
+// successful handler calls beyond the first per entry (plus extra dead
+// letters).
+//
+// The first seven scenarios are in this file; the others each in a
+// faults_<topic>_test.go of their own (shutdown, pause, sentinel, oom,
+// group, churn, registry, slow, memory). Consumers that are killed, frozen
+// or measured run in child processes (faults_child_test.go).
 //
 // Sizes: the default run is part of `go test -race ./...`; COMPLETION_SOAK=1
 // scales every scenario by faultSoakScale (over 100k messages in all), and
 // COMPLETION_SOAK=N by N. Every wait is on an event or a condition with a
-// generous timeout; no wall time is asserted.
+// generous timeout; no wall time is asserted but Run's documented
+// shutdown bound (shutdown-frozen-redis, slow-redis).
 
 import (
 	"context"
