@@ -196,6 +196,13 @@ func (l *faultLedger) trace(key, consumer string, c *Completion) {
 	l.traces[key] = append(l.traces[key], s)
 }
 
+// traceText records a line about key, to explain duplicates.
+func (l *faultLedger) traceText(key, s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.traces[key] = append(l.traces[key], s)
+}
+
 // handled records a handler call for key that returned nil.
 func (l *faultLedger) handled(key, entryID string) {
 	l.mu.Lock()
@@ -618,11 +625,14 @@ const (
 // re-executed with -test.run=^TestFaultConsumerProcess$. It stops on its own
 // when its stdin closes (the parent exited), so no child outlives the test.
 type childProc struct {
-	name  string
-	cmd   *exec.Cmd
-	stdin interface{ Close() error }
-	out   string // file with its stdout and stderr
-	dead  bool
+	name   string
+	cmd    *exec.Cmd
+	stdin  interface{ Close() error }
+	out    string      // file with its stdout and stderr
+	ledger *ledgerFile // its ledger file (startSpecChild), or nil
+	exited chan struct{}
+	mu     sync.Mutex
+	dead   bool
 }
 
 // startChild starts a child consumer named name. It is SIGKILLed, if still
@@ -660,7 +670,8 @@ func startChildTest(t *testing.T, test string, env map[string]string) *childProc
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start child consumer: %v", err)
 	}
-	c := &childProc{name: name, cmd: cmd, stdin: stdin, out: outPath}
+	c := &childProc{name: name, cmd: cmd, stdin: stdin, out: outPath, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(c.exited) }() // reaps it
 	t.Cleanup(func() {
 		c.kill()
 		if t.Failed() {
@@ -670,16 +681,44 @@ func startChildTest(t *testing.T, test string, env map[string]string) *childProc
 	return c
 }
 
-// kill SIGKILLs the child and reaps it. It does nothing the second time.
+// kill SIGKILLs the child (also a stopped one) and reaps it. It does
+// nothing the second time.
 func (c *childProc) kill() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.dead {
 		return
 	}
 	c.dead = true
 	_ = c.cmd.Process.Kill()
-	_ = c.cmd.Wait()
+	<-c.exited
 	_ = c.stdin.Close()
 }
+
+// signal sends sig to the child while it runs.
+func (c *childProc) signal(sig os.Signal) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.dead {
+		_ = c.cmd.Process.Signal(sig)
+	}
+}
+
+// wait waits up to d for the child to exit, and reports whether it did.
+func (c *childProc) wait(d time.Duration) bool {
+	select {
+	case <-c.exited:
+		c.mu.Lock()
+		c.dead = true
+		c.mu.Unlock()
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// pid returns the child's process id.
+func (c *childProc) pid() int { return c.cmd.Process.Pid }
 
 // runChild runs c in a child process until the parent closes its stdin
 // (or exits), and fails the child's test if Run returns an error.
@@ -701,22 +740,21 @@ func runChild(t *testing.T, c *Consumer, name string) {
 // stop asks the child to shut down gracefully (its stdin closes) and waits
 // for it to exit; it returns the exit error.
 func (c *childProc) stop(timeout time.Duration) error {
-	if c.dead {
+	c.mu.Lock()
+	dead := c.dead
+	c.mu.Unlock()
+	if dead {
 		return nil
 	}
 	_ = c.stdin.Close()
-	done := make(chan error, 1)
-	go func() { done <- c.cmd.Wait() }()
-	select {
-	case err := <-done:
-		c.dead = true
-		return err
-	case <-time.After(timeout):
-		_ = c.cmd.Process.Kill()
-		<-done
-		c.dead = true
+	if !c.wait(timeout) {
+		c.kill()
 		return fmt.Errorf("child consumer %s did not exit within %v of being asked to stop", c.name, timeout)
 	}
+	if err := c.cmd.ProcessState; err != nil && !err.Success() {
+		return fmt.Errorf("child consumer %s: %s", c.name, err)
+	}
+	return nil
 }
 
 func (c *childProc) output() string {

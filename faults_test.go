@@ -13,20 +13,28 @@ package completion
 // without their intended outcome that the scenario does not excuse; excused
 // counts ids whose loss the scenario attributes to an operator action
 // (stream-deleted: deleted with the stream; trim-backlog: trimmed by MAXLEN
-// and accounted as such), so published = handled + deadlettered + lost +
-// excused for scenarios where no id is both. duplicates counts successful
-// handler calls beyond the first per entry (plus extra dead letters).
+// and accounted as such; sentinel-failover: acknowledged by a master that
+// died before replicating them), so published = handled + deadlettered +
+// lost + excused for scenarios where no id is both. duplicates counts
+// successful handler calls beyond the first per entry (plus extra dead
+// letters).
+//
+// The first seven scenarios are in this file; the others each in a
+// faults_<topic>_test.go of their own (shutdown, pause, sentinel, oom,
+// group, churn, registry, slow, memory). Consumers that are killed, frozen
+// or measured run in child processes (faults_child_test.go).
 //
 // Sizes: the default run is part of `go test -race ./...`; COMPLETION_SOAK=1
 // scales every scenario by faultSoakScale (over 100k messages in all), and
 // COMPLETION_SOAK=N by N. Every wait is on an event or a condition with a
-// generous timeout; no wall time is asserted.
+// generous timeout; no wall time is asserted but Run's documented
+// shutdown bound (shutdown-frozen-redis, slow-redis).
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -154,44 +162,23 @@ func finishScenario(t *testing.T, rdb *redis.Client, c *Consumer, name string, l
 // ---------------------------------------------------------------------------
 // 1. consumer-sigkill
 
-// TestFaultConsumerProcess is the child consumer process of
-// TestFaultConsumerSigkill: the test binary re-executes itself with
-// COMPLETION_FAULT_CHILD=1 and this test only. It runs a Consumer whose
-// handler sleeps, then pushes "<op id> <entry id>" to a Redis list, until
-// the parent SIGKILLs it or closes its stdin.
+// TestFaultConsumerProcess is the child consumer process of the scenarios
+// that kill, stop or freeze consumers: the test binary re-executes itself
+// with COMPLETION_FAULT_CHILD=1 and this test only. It runs a Consumer
+// configured by a childSpec (faults_child_test.go; TestFaultConsumerSigkill
+// passes its own environment variables instead): its handler sleeps, then
+// records the success (a Redis list, a ledger file), until the parent
+// SIGKILLs it, SIGTERMs it or closes its stdin.
 func TestFaultConsumerProcess(t *testing.T) {
 	if os.Getenv(childEnv) != "1" {
-		t.Skip("helper process of TestFaultConsumerSigkill; runs only when re-executed with " + childEnv + "=1")
+		t.Skip("helper process of the fault scenarios; runs only when re-executed with " + childEnv + "=1")
 	}
-	addr, stream, name, handledKey := os.Getenv(childEnvAddr), os.Getenv(childEnvStream), os.Getenv(childEnvConsumer), os.Getenv(childEnvHandled)
-	require.NotEmpty(t, addr)
-	require.NotEmpty(t, stream)
-	require.NotEmpty(t, name)
-	require.NotEmpty(t, handledKey)
-	lo, hi := parseSleep(os.Getenv(childEnvSleep))
-	rdb := faultClient(t, addr, nil)
-
-	h := HandlerFunc(func(ctx context.Context, c *Completion) error {
-		if c.Deliveries == 1 && failsFirstCall(c.Message.OperationID) {
-			return errors.New("transient failure of the first delivery")
-		}
-		select {
-		case <-time.After(randBetween(lo, hi)):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		return rdb.RPush(ctx, handledKey, c.Message.OperationID+" "+c.EntryID).Err()
-	})
-	cfg := faultConfig(stream, name, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if v, err := strconv.Atoi(os.Getenv(childEnvConcurrency)); err == nil && v > 0 {
-		cfg.Concurrency = v
+	spec := childLegacySpec()
+	if js := os.Getenv(childEnvSpec); js != "" {
+		spec = childSpec{}
+		require.NoError(t, json.Unmarshal([]byte(js), &spec))
 	}
-	if v, err := strconv.Atoi(os.Getenv(childEnvMinIdle)); err == nil && v > 0 {
-		cfg.ClaimMinIdle = time.Duration(v) * time.Millisecond
-	}
-	c, err := NewConsumer(rdb, anyTaskRegistry, h, cfg)
-	require.NoError(t, err)
-	runChild(t, c, name) // until the parent closes stdin or exits
+	runSpecChild(t, spec) // until the parent closes stdin or exits, or SIGTERM
 }
 
 // TestFaultConsumerSigkill: consumer processes are SIGKILLed while their

@@ -26,7 +26,10 @@ type acker struct {
 	buf     []*Delivery
 	notFull *sync.Cond
 	closed  bool // no more deliveries are taken: they stay pending
-	kick    chan struct{}
+	// stopping: the engine stops; add no longer waits for room, so that
+	// workers return even while a send hangs (Redis does not answer).
+	stopping bool
+	kick     chan struct{}
 
 	finishing chan time.Time // the deadline of the final flush
 	exited    chan struct{}
@@ -39,14 +42,15 @@ func newAcker(e *Engine) *acker {
 }
 
 // add queues d's acknowledgement (or move). It waits while BatchSize
-// deliveries wait already; once the acker has finished, d is forgotten:
-// it stays pending.
+// deliveries wait already, unless the engine is stopping (then at most
+// Concurrency more wait, for the final flush); once the acker has
+// finished, d is forgotten: it stays pending.
 func (a *acker) add(d *Delivery) {
 	a.mu.Lock()
-	if len(a.buf) >= a.e.p.BatchSize && !a.closed {
+	if len(a.buf) >= a.e.p.BatchSize && !a.closed && !a.stopping {
 		a.e.signal("acker-full") // a worker waits
 	}
-	for len(a.buf) >= a.e.p.BatchSize && !a.closed {
+	for len(a.buf) >= a.e.p.BatchSize && !a.closed && !a.stopping {
 		a.notFull.Wait()
 	}
 	if a.closed {
@@ -63,6 +67,16 @@ func (a *acker) add(d *Delivery) {
 		default:
 		}
 	}
+}
+
+// release makes add stop waiting for room: the engine is stopping, and a
+// worker that finished must return even if the acker is stuck in a Redis
+// call, or the stop would take it for a handler ignoring its context.
+func (a *acker) release() {
+	a.mu.Lock()
+	a.stopping = true
+	a.notFull.Broadcast()
+	a.mu.Unlock()
 }
 
 // take returns what waits and empties the buffer.

@@ -245,6 +245,7 @@ func (e *Engine) shutdown() error {
 	e.setState(StateStopping)
 	e.reader.interrupt()
 	e.held.forget(e.queue.close()...)
+	e.acker.release() // a worker that finished never waits for an acker stuck in a Redis call
 
 	var err error
 	if !e.jobs.waitWorkers(e.p.Clock, e.p.ShutdownTimeout) {
