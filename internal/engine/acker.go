@@ -15,10 +15,12 @@ import (
 // AckDelay after the first was added, it writes their duplicate-suppression
 // records, then sends one pipeline with one XACK and the dead-letter moves.
 // A failed batch is retried with backoff (every step is idempotent); the
-// entries stay pending meanwhile, so at worst they are delivered again. It
-// holds at most BatchSize deliveries besides the batch being sent: workers
-// wait beyond that, so a Redis that stops answering cannot make the engine
-// hold more.
+// entries stay pending meanwhile, so at worst they are delivered again. Its
+// buffer holds at most BatchSize deliveries: workers wait beyond that. A
+// batch being retried takes in what arrived meanwhile, so while Redis
+// refuses acknowledgements it can grow, bounded by what the engine holds
+// (the read-ahead budget: the reader reads nothing more while that much is
+// held).
 type acker struct {
 	e *Engine
 
@@ -176,7 +178,7 @@ func (a *acker) run() {
 // failed and its error, to be retried.
 func (a *acker) send(ctx context.Context, batch []*Delivery) ([]*Delivery, string, error) {
 	var f failures
-	s := a.sort(batch)
+	s := a.sort(a.checkLapsed(batch))
 	// Records and two-step dead letters first: an entry is acknowledged
 	// only once its record or its dead letter is written.
 	if len(s.recorded) > 0 || len(s.twoStep) > 0 {
@@ -186,6 +188,49 @@ func (a *acker) send(ctx context.Context, batch []*Delivery) ([]*Delivery, strin
 		a.ackAndMove(ctx, &s, &f)
 	}
 	return f.rest, f.op, f.err
+}
+
+// checkLapsed runs the lease script over the deliveries of batch whose
+// claim lapsed (this process was paused, or Redis did not answer, for most
+// of ClaimMinIdle): another consumer may have taken them over, and even
+// finished them, meanwhile. Those are counted as leases lost; their
+// dead-letter moves are dropped (the new owner decides about them) and
+// their XACKs still sent (the handler here finished). It returns the
+// deliveries to settle.
+func (a *acker) checkLapsed(batch []*Delivery) []*Delivery {
+	e := a.e
+	lapsed := e.held.lapsed(batch, e.now()-int64(e.p.ClaimMinIdle*3/4))
+	if len(lapsed) == 0 {
+		return batch
+	}
+	ids := make([]any, len(lapsed))
+	for i, d := range lapsed {
+		ids[i] = d.ID
+	}
+	newly, err := e.lease(ids, true)
+	if err != nil || len(newly) == 0 {
+		return batch // cannot tell: settle them (at least once)
+	}
+	drop := make(map[*Delivery]bool, len(newly))
+	for _, d := range newly {
+		if d.dl != nil {
+			drop[d] = true
+		}
+	}
+	if len(drop) == 0 {
+		return batch
+	}
+	kept := make([]*Delivery, 0, len(batch))
+	var dropped []*Delivery
+	for _, d := range batch {
+		if drop[d] {
+			dropped = append(dropped, d)
+		} else {
+			kept = append(kept, d)
+		}
+	}
+	e.held.forget(dropped...)
+	return kept
 }
 
 // sorted is a batch by what its deliveries need.

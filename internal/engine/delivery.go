@@ -45,11 +45,11 @@ type Delivery struct {
 	retryIdx int    // index in the retry queue, or notQueued / claiming
 	size     int    // bytes, for the read-ahead budget
 	oversize bool   // over MaxPayloadBytes or MaxEntryFields: dead-lettered without its fields
-	lost     bool   // another consumer took it over
+	lost     bool   // another consumer took it over, or it was acknowledged elsewhere
+	settling bool   // handed to the acker: its outcome is decided
 	dl       *deadLetterMove
 	record   string // Outcome.Record to write before the XACK
 	recordMS int64  // its TTL in milliseconds
-	worker   *worker
 }
 
 // Values of Delivery.retryIdx outside the retry queue.

@@ -275,10 +275,14 @@ func (h *held) toRenew(cutoff int64) []any {
 	return ids
 }
 
-// renewed records the renewal at clock nanos at of the entries ids except
-// those lost, marks the lost ones and returns those newly lost, with the
-// worker running each (nil when none does).
-func (h *held) renewed(ids []any, lost map[string]bool, at int64) []*Delivery {
+// renewed records what a lease run at clock nanos at found for ids: the
+// taken ones (another consumer holds them) are lost; the acked ones (no
+// longer pending, still in the stream) are lost too, unless their outcome
+// is decided and the caller is not the acker (settling: the acker's own
+// XACK may be what Redis saw; it checks before its XACK); the others were
+// renewed (or are held only here: trimmed, their pending entry cleared).
+// It returns those newly lost, once each.
+func (h *held) renewed(ids []any, res leaseResult, at int64, byAcker bool) []*Delivery {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var newly []*Delivery
@@ -287,16 +291,41 @@ func (h *held) renewed(ids []any, lost map[string]bool, at int64) []*Delivery {
 		if !ok {
 			continue
 		}
-		if !lost[d.ID] {
+		switch {
+		case res.taken[d.ID], res.acked[d.ID] && (!d.settling || byAcker):
+			if !d.lost {
+				d.lost = true
+				newly = append(newly, d)
+			}
+		case res.acked[d.ID]:
+			// Not renewed: the acker finds it lapsed and checks.
+		default:
 			d.touched = at
-			continue
-		}
-		if !d.lost {
-			d.lost = true
-			newly = append(newly, d)
 		}
 	}
 	return newly
+}
+
+// settle marks d as handed to the acker.
+func (h *held) settle(d *Delivery) {
+	h.mu.Lock()
+	d.settling = true
+	h.mu.Unlock()
+}
+
+// lapsed returns the deliveries of ds, not yet known lost, whose claim was
+// last renewed at or before clock nanos cutoff: another consumer may have
+// taken them over (this process was paused, or Redis unreachable).
+func (h *held) lapsed(ds []*Delivery, cutoff int64) []*Delivery {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*Delivery
+	for _, d := range ds {
+		if !d.lost && d.touched <= cutoff && h.m[d.ID] == d {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // isLost reports whether d was found taken over by another consumer.
@@ -306,30 +335,21 @@ func (h *held) isLost(d *Delivery) bool {
 	return d.lost
 }
 
-// setWorker records which worker runs d (nil when it is done).
-func (h *held) setWorker(d *Delivery, w *worker) {
-	h.mu.Lock()
-	d.worker = w
-	h.mu.Unlock()
-}
-
-// workerOf returns the worker running d, or nil.
-func (h *held) workerOf(d *Delivery) *worker {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return d.worker
-}
-
 // goneUnlessHeld splits ids the server found deleted from the stream into
 // those lost for good (not held, or waiting for a retry, which are
-// forgotten) and keeps the held ones, which a worker is handling.
+// forgotten) and keeps the held ones, which a worker is handling, and
+// those acknowledged since the guarded read began. Call it while guarded.
 func (h *held) goneUnlessHeld(ids []string) []string {
 	lost := ids[:0:0]
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, id := range ids {
 		d, ok := h.m[id]
+		_, acked := h.acked[id]
 		switch {
+		case !ok && acked:
+			// Handled here, and acknowledged since the guarded read that
+			// found it deleted was sent: not lost.
 		case !ok:
 			lost = append(lost, id)
 		case d.retryIdx >= 0:

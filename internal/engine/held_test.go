@@ -81,10 +81,13 @@ func TestHeldRetries(t *testing.T) {
 
 func TestHeldGoneUnlessHeld(t *testing.T) {
 	h := newHeld()
-	ds := h.track(deliveries("1-0", "2-0"), false)
+	ds := h.track(deliveries("1-0", "2-0", "3-0"), false)
 	require.True(t, h.schedule(ds[1], 50, 10))
-	lost := h.goneUnlessHeld([]string{"1-0", "2-0", "9-0"})
-	assert.Equal(t, []string{"2-0", "9-0"}, lost, "a handled one is not lost; a waiting one and an unknown one are")
+	h.guard() // an XAUTOCLAIM is sent; 3-0 is acknowledged before its reply
+	h.done(ds[2])
+	lost := h.goneUnlessHeld([]string{"1-0", "2-0", "3-0", "9-0"})
+	h.unguard()
+	assert.Equal(t, []string{"2-0", "9-0"}, lost, "a handled one and one acknowledged meanwhile are not lost; a waiting one and an unknown one are")
 	due, _ := h.due(100)
 	assert.Empty(t, due)
 }
@@ -94,9 +97,33 @@ func TestHeldRenewedMarksLostOnce(t *testing.T) {
 	h.track(deliveries("1-0", "2-0"), false)
 	ids := h.toRenew(1 << 62)
 	require.Len(t, ids, 2)
-	newly := h.renewed(ids, map[string]bool{"2-0": true}, 7)
+	taken := leaseResult{taken: map[string]bool{"2-0": true}}
+	newly := h.renewed(ids, taken, 7, false)
 	require.Len(t, newly, 1)
 	assert.Equal(t, "2-0", newly[0].ID)
-	assert.Empty(t, h.renewed(ids, map[string]bool{"2-0": true}, 8), "a lost entry is reported once")
+	assert.Empty(t, h.renewed(ids, taken, 8, false), "a lost entry is reported once")
 	assert.Len(t, h.toRenew(1<<62), 1, "a lost entry is not renewed again")
+}
+
+// An entry acknowledged elsewhere (another consumer took it over and
+// finished it) is lost while its outcome here is undecided; once decided,
+// only the acker, which has not sent its XACK yet, can tell.
+func TestHeldRenewedAcked(t *testing.T) {
+	h := newHeld()
+	ds := h.track(deliveries("1-0", "2-0", "3-0"), false)
+	h.settle(ds[1])
+	h.settle(ds[2])
+	ids := []any{"1-0", "2-0", "3-0"}
+	acked := leaseResult{acked: map[string]bool{"1-0": true, "2-0": true}}
+	newly := h.renewed(ids, acked, 7, false)
+	require.Len(t, newly, 1)
+	assert.Equal(t, "1-0", newly[0].ID, "undecided and acked elsewhere: lost")
+	assert.Equal(t, int64(0), ds[1].touched, "decided and acked: neither lost nor renewed (the XACK may be this consumer's)")
+	assert.Equal(t, int64(7), ds[2].touched, "renewed")
+
+	assert.Equal(t, []*Delivery{ds[1]}, h.lapsed(ds, 5), "not renewed since before 5 and not lost")
+	newly = h.renewed([]any{"2-0"}, acked, 9, true)
+	require.Len(t, newly, 1)
+	assert.Equal(t, "2-0", newly[0].ID, "the acker asks before its XACK: acked elsewhere")
+	assert.Empty(t, h.lapsed(ds, 5))
 }

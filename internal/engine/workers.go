@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/streamrelay/completion/internal/scripts"
 )
 
 // worker takes deliveries from its shard of the queue, one at a time, has
@@ -52,30 +50,22 @@ func (w *worker) run() {
 // stillOurs checks, for a delivery whose claim may have lapsed while it
 // waited (its idle time, last reset at d.touched, is near ClaimMinIdle: the
 // process was paused, or the queue was long), that this consumer still owns
-// it, renewing the claim if so. One another consumer took over is counted
-// as a lease lost and not handled here.
+// it, renewing the claim if so. One another consumer took over, or took
+// over and finished, is counted as a lease lost and not handled here.
 func (w *worker) stillOurs(d *Delivery) bool {
 	e := w.e
 	touched, current := e.held.touchedAt(d)
-	if !current {
+	switch {
+	case !current, e.held.isLost(d):
 		return false
-	}
-	if time.Duration(e.now()-touched) < e.p.ClaimMinIdle*3/4 {
+	case time.Duration(e.now()-touched) < e.p.ClaimMinIdle*3/4:
 		return true
 	}
-	ctx, cancel := context.WithTimeout(e.ioCtx, e.p.LeaseInterval)
-	defer cancel()
-	sent := e.now()
-	lost, err := scripts.Lease.Run(ctx, e.p.Client, []string{e.p.Stream}, e.p.Group, e.p.Consumer, d.ID).StringSlice()
-	if err != nil {
+	if _, err := e.lease([]any{d.ID}, false); err != nil {
 		e.rep.fail("lease", err)
 		return true // cannot tell: handle it (at least once)
 	}
-	if newly := e.held.renewed([]any{d.ID}, map[string]bool{d.ID: len(lost) > 0}, sent); len(newly) > 0 {
-		e.leaser.lost(newly)
-		return false
-	}
-	return true
+	return !e.held.isLost(d)
 }
 
 // context returns the context for the next delivery: the engine's handler
@@ -124,6 +114,7 @@ func (w *worker) process(d *Delivery) {
 		if out.Record != "" {
 			d.record, d.recordMS = out.Record, max(out.RecordTTL.Milliseconds(), 1)
 		}
+		e.held.settle(d)
 		e.acker.add(d)
 	case Retry:
 		e.retrier.schedule(d, out.Delay, out.Err)
@@ -133,6 +124,7 @@ func (w *worker) process(d *Delivery) {
 			return
 		}
 		d.dl = e.newMove(d, out.Reason, out.Err)
+		e.held.settle(d)
 		e.acker.add(d)
 	case Leave:
 		e.held.forget(d)

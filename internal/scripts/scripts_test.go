@@ -234,14 +234,32 @@ func TestLease(t *testing.T) {
 		require.NoError(t, err)
 		_, err = rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "other", Streams: []string{stream, ">"}}).Result()
 		require.NoError(t, err)
-		acked, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"data", "3"}}).Result()
+		readByC := func(data string) string {
+			id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"data", data}}).Result()
+			require.NoError(t, err)
+			_, err = rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{stream, ">"}}).Result()
+			require.NoError(t, err)
+			return id
+		}
+		acked := readByC("3")
+		require.NoError(t, rdb.XAck(ctx, stream, "g", acked).Err())
+		trimmed := readByC("4")
+		require.NoError(t, rdb.XAck(ctx, stream, "g", trimmed).Err())
+		require.NoError(t, rdb.XDel(ctx, stream, trimmed).Err())
+		never := "1-1" // neither pending nor in the stream
+
+		res, err := scripts.Lease.Run(ctx, rdb, []string{stream}, "g", "c", mine, theirs, acked, trimmed, never).Slice()
 		require.NoError(t, err)
-		lost, err := scripts.Lease.Run(ctx, rdb, []string{stream}, "g", "c", mine, theirs, acked).StringSlice()
+		require.Equal(t, []any{[]any{theirs}, []any{acked}}, res, "taken, then acked; the trimmed one is left out")
+		p, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: "g", Start: "-", End: "+", Count: 10}).Result()
 		require.NoError(t, err)
-		require.Equal(t, []string{theirs}, lost)
-		p, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: "g", Start: mine, End: mine, Count: 1}).Result()
+		require.Len(t, p, 2)
+		require.Equal(t, []string{mine, "c"}, []string{p[0].ID, p[0].Consumer})
+		require.Equal(t, []string{theirs, "other"}, []string{p[1].ID, p[1].Consumer}, "another's entry is not touched")
+
+		res, err = scripts.Lease.Run(ctx, rdb, []string{stream}, "g", "c", mine).Slice()
 		require.NoError(t, err)
-		require.Equal(t, "c", p[0].Consumer)
+		require.Equal(t, []any{[]any{}, []any{}}, res)
 	})
 }
 
