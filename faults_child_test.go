@@ -249,7 +249,7 @@ func runSpecChild(t *testing.T, spec childSpec) {
 				if ms.HeapInuse > peakHeap.Load() {
 					peakHeap.Store(ms.HeapInuse)
 				}
-				time.Sleep(10 * time.Millisecond)
+				faultHold(10 * time.Millisecond)
 			}
 		}()
 	}

@@ -149,7 +149,7 @@ func TestFaultChurn(t *testing.T) {
 			checkGroup(false)
 			nextCheck = time.Now().Add(250 * time.Millisecond)
 		}
-		time.Sleep(randBetween(300*time.Millisecond, 900*time.Millisecond))
+		faultHold(randBetween(300*time.Millisecond, 900*time.Millisecond))
 		i := rand.N(slots)
 		s := slot[i]
 		mu.Lock()
@@ -174,7 +174,7 @@ func TestFaultChurn(t *testing.T) {
 			actions["sigkill+new"]++
 			p.kill()
 			checkChildOutput(t, p)
-			time.Sleep(randBetween(0, 500*time.Millisecond))
+			faultHold(randBetween(0, 500*time.Millisecond))
 			start(i, fmt.Sprintf("churn-%d-%d", i, gen))
 		}
 	}
@@ -188,7 +188,7 @@ func TestFaultChurn(t *testing.T) {
 	quietEnd := time.Now().Add(quiet)
 	for time.Now().Before(quietEnd) {
 		checkGroup(false)
-		time.Sleep(250 * time.Millisecond)
+		faultHold(250 * time.Millisecond)
 	}
 	settle(t, check, stream, led, faultWait(n), func() { ledgers.sync(t, led) })
 	checkGroup(true)

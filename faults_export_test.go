@@ -109,3 +109,6 @@ func WaitProgress(d time.Duration, cond func() bool) bool { return waitProgress(
 
 // StartConsumer is startConsumer.
 func StartConsumer(t testing.TB, c *Consumer) (stop func() error) { return startConsumer(t, c) }
+
+// FaultHold lets d of wall time pass on purpose (see faultHold).
+func FaultHold(d time.Duration) { faultHold(d) }

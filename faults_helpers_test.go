@@ -546,7 +546,7 @@ func waitProgress(d time.Duration, cond func() bool) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(20 * time.Millisecond)
+		faultHold(20 * time.Millisecond)
 	}
 }
 
@@ -828,3 +828,11 @@ func checkChildOutput(t *testing.T, c *childProc) {
 		t.Errorf("child consumer %s panicked:\n%s", c.name, tailText(out[i:], 60))
 	}
 }
+
+// faultHold lets d of wall time pass on purpose: the length of a fault
+// (Redis frozen, connections refused, a registry outage), a handler's
+// simulated work, or the pace of a load generator or of a poll. It is the
+// fault suite's one wall-clock wait, and no test learns anything from it:
+// what a test must know it learns from a condition (waitProgress), a
+// process's output or an Observer event.
+func faultHold(d time.Duration) { time.Sleep(d) }

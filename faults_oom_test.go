@@ -111,7 +111,7 @@ func TestFaultOOMNoEviction(t *testing.T) {
 		for _, b := range firstN(bad, 10) {
 			t.Errorf("acknowledged during OOM without its record or dead letter: %s", b)
 		}
-		time.Sleep(200 * time.Millisecond)
+		faultHold(200 * time.Millisecond)
 	}
 	handledDuringOOM := len(led.records()) - led.unhandled() - poison
 	pendingDuringOOM := pendingOf(rdb, stream, "g")
@@ -177,9 +177,9 @@ func fillMemory(t testing.TB, rdb *redis.Client) *memoryFiller {
 				f.ballast.Add(1)
 			case strings.HasPrefix(err.Error(), "OOM"):
 				f.ooms.Add(1)
-				time.Sleep(2 * time.Millisecond)
+				faultHold(2 * time.Millisecond)
 			default:
-				time.Sleep(10 * time.Millisecond)
+				faultHold(10 * time.Millisecond)
 			}
 		}
 	}()

@@ -119,7 +119,7 @@ func TestFaultPauseWake(t *testing.T) {
 		// The process is stopped: its ledger file no longer changes (a
 		// write under way completes), and its pending list only shrinks
 		// by an XACK already on the wire.
-		time.Sleep(50 * time.Millisecond)
+		faultHold(50 * time.Millisecond)
 		syncLedger()
 		pend, err := check.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: "g", Start: "-", End: "+", Count: 10000, Consumer: "sleeper"}).Result()
 		require.NoError(t, err)
@@ -146,7 +146,7 @@ func TestFaultPauseWake(t *testing.T) {
 		t.Logf("pause %d: sleeper frozen holding %d pending entries: %d handlers mid-run, %d handled and not yet acknowledged, the rest queued",
 			k+1, len(pend), mid, unacked)
 
-		time.Sleep(pause) // the fault's own duration
+		faultHold(pause) // the fault's own duration
 		sleeper.signal(syscall.SIGCONT)
 		wokeAt = append(wokeAt, time.Now())
 		recMu.Lock()

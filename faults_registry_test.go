@@ -106,14 +106,14 @@ func TestFaultRegistryOutage(t *testing.T) {
 	}()
 	defer func() { cancel(); <-pubDone }()
 
-	time.Sleep(time.Second) // traffic first
+	completion.FaultHold(time.Second) // traffic first
 	regSrv.Kill()
-	time.Sleep(outage) // the fault's own duration
+	completion.FaultHold(outage) // the fault's own duration
 	regSrv.Restart()
 	t.Logf("registry Redis killed for %v, restarted", outage)
-	time.Sleep(time.Second)
+	completion.FaultHold(time.Second)
 	regSrv.Pause()
-	time.Sleep(outage)
+	completion.FaultHold(outage)
 	regSrv.Resume()
 	t.Logf("registry Redis frozen for %v, resumed", outage)
 	<-pubDone

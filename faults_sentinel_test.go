@@ -298,7 +298,7 @@ func (p *sentinelProc) run(conf string) error {
 			p.stop()
 			return fmt.Errorf("no answer within 10s: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		faultHold(20 * time.Millisecond)
 	}
 }
 
@@ -363,7 +363,7 @@ func TestFaultSentinelFailover(t *testing.T) {
 	// the master acknowledges writes it never replicates, as with a
 	// lagging replica; the kill then drops what the link holds.
 	s.link.SetStall(true)
-	time.Sleep(300 * time.Millisecond)
+	faultHold(300 * time.Millisecond)
 	killedAt := time.Now()
 	s.master.Kill()
 	s.link.SetRefuse(true)

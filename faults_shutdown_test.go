@@ -90,7 +90,7 @@ func TestFaultShutdownFrozenRedis(t *testing.T) {
 			}
 		}
 		srv.Pause()
-		time.Sleep(delay) // the fault's own duration
+		faultHold(delay) // the fault's own duration
 		for _, c := range kids {
 			c.signal(syscall.SIGTERM)
 		}

@@ -59,7 +59,7 @@ func TestFaultSlowRedis(t *testing.T) {
 		}
 	}
 	for k := 0; k < sleeps; k++ {
-		time.Sleep(randBetween(500*time.Millisecond, 1500*time.Millisecond))
+		faultHold(randBetween(500*time.Millisecond, 1500*time.Millisecond))
 		debugSleep() // returns when Redis answers again
 		t.Logf("sleep %d: Redis did not answer for 3s, after %d publishes", k+1, pub.done.Load())
 	}
@@ -70,7 +70,7 @@ func TestFaultSlowRedis(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); debugSleep() }()
-	time.Sleep(300 * time.Millisecond)
+	faultHold(300 * time.Millisecond)
 	var stopWG sync.WaitGroup
 	for i, stop := range stops {
 		stopWG.Add(1)

@@ -325,7 +325,7 @@ func TestFaultRedisRestart(t *testing.T) {
 		target := int64(n * (k + 1) / (restarts + 1))
 		require.True(t, waitProgress(faultWait(n), func() bool { return pub.done.Load() >= target }), "publishing stalled")
 		srv.Kill()
-		time.Sleep(randBetween(time.Second, 2*time.Second)) // outlasts go-redis's own retries
+		faultHold(randBetween(time.Second, 2*time.Second)) // outlasts go-redis's own retries
 		srv.Restart()
 		t.Logf("restart %d: Redis killed and restarted after %d publishes", k+1, target)
 	}
@@ -393,7 +393,7 @@ func TestFaultRedisPause(t *testing.T) {
 		target := int64(n * (k + 1) / (len(pauses) + 1))
 		require.True(t, waitProgress(faultWait(n), func() bool { return pub.done.Load() >= target }), "publishing stalled")
 		srv.Pause()
-		time.Sleep(d)
+		faultHold(d)
 		srv.Resume()
 		t.Logf("pause %d: Redis frozen for %v after %d publishes", k+1, d.Round(time.Millisecond), target)
 	}
@@ -462,7 +462,7 @@ func TestFaultConnectionCut(t *testing.T) {
 			bursts++
 			proxy.SetRefuse(true)
 			cutConns += proxy.CutAll()
-			time.Sleep(time.Second)
+			faultHold(time.Second)
 			proxy.SetRefuse(false)
 			t.Logf("fault %d: connections cut and refused for 1s after %d publishes", k+1, target)
 			continue
@@ -633,7 +633,7 @@ func TestFaultTrimBacklog(t *testing.T) {
 		case i%11 == 0 && call <= 3, i%5 == 0 && call == 1:
 			return fmt.Errorf("transient failure of call %d", call)
 		}
-		time.Sleep(randBetween(time.Millisecond, 2*time.Millisecond))
+		faultHold(randBetween(time.Millisecond, 2*time.Millisecond))
 		led.handled(c.Message.OperationID, c.EntryID)
 		return nil
 	})
