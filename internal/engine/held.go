@@ -253,6 +253,14 @@ func (h *held) claimedBack(d *Delivery, fields map[string]any, at int64) bool {
 	return true
 }
 
+// leaseState returns when d's idle time was last reset, whether d is of
+// the current epoch, and whether it was found lost.
+func (h *held) leaseState(d *Delivery) (touched int64, current, lost bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return d.touched, d.epoch == h.epoch, d.lost
+}
+
 // touchedAt returns when d's idle time was last reset, and whether d is of
 // the current epoch.
 func (h *held) touchedAt(d *Delivery) (int64, bool) {

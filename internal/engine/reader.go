@@ -271,13 +271,14 @@ func (r *reader) recover(err error) bool {
 	return clock.Sleep(e.p.Clock, e.stop, r.bo.next())
 }
 
-// room waits until the workers are nearly out of work and the read-ahead
-// budget has room, and returns how many entries the next read may bring
-// (see window): at least one when nothing is held. It returns false when
-// the engine stops.
+// room waits until the queue is down to about one read's worth beyond
+// what the workers take next (so that they do not wait for the read that
+// follows) and the read-ahead budget has room, and returns how many
+// entries the next read may bring (see window): at least one when nothing
+// is held. It returns false when the engine stops.
 func (r *reader) room() (int, bool) {
 	e := r.e
-	if !e.queue.waitBelow(e.p.Concurrency) {
+	if !e.queue.waitBelow(e.p.Concurrency + r.win.limit) {
 		return 0, false
 	}
 	for {

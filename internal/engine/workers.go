@@ -54,9 +54,9 @@ func (w *worker) run() {
 // over and finished, is counted as a lease lost and not handled here.
 func (w *worker) stillOurs(d *Delivery) bool {
 	e := w.e
-	touched, current := e.held.touchedAt(d)
+	touched, current, lost := e.held.leaseState(d)
 	switch {
-	case !current, e.held.isLost(d):
+	case !current, lost:
 		return false
 	case time.Duration(e.now()-touched) < e.p.ClaimMinIdle*3/4:
 		return true
