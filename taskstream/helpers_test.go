@@ -12,7 +12,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/streamrelay/completion"
 	"github.com/streamrelay/completion/internal/redistest"
+	"github.com/streamrelay/completion/redisregistry"
 )
 
 // testConfig returns stream keys of the test's own: the Python layout on a
@@ -98,4 +100,81 @@ func datas(evs []Event) []string {
 		out[i] = string(e.Data)
 	}
 	return out
+}
+
+// fixture is what a test of the handler, Await or the SSE handler needs:
+// streams, a registry and a running hub, on one backend.
+type fixture struct {
+	b        redistest.Backend
+	streams  *Streams
+	registry *redisregistry.Registry
+	hub      *Hub
+	prefix   string // of every key of the test ("" on miniredis: the Python layout)
+}
+
+func newFixture(t *testing.T, b redistest.Backend, hcfg HubConfig) *fixture {
+	t.Helper()
+	f := &fixture{b: b}
+	var rcfg redisregistry.Config
+	var scfg Config
+	if b.Real {
+		f.prefix = redistest.Key(t, b.Client, "taskstream-test:%s:%08x:")
+		rcfg = redisregistry.Config{MetaPrefix: f.prefix + "task:meta:", OpPrefix: f.prefix + "task:op:"}
+		scfg = Config{Prefix: f.prefix + "stream:", ChannelPrefix: f.prefix + "pubsub:"}
+	}
+	var err error
+	f.registry, err = redisregistry.New(b.Client, rcfg)
+	require.NoError(t, err)
+	f.streams = newTestStreams(t, b.Client, scfg)
+	f.hub = startHub(t, f.streams, hcfg)
+	return f
+}
+
+// task registers a running task.
+func (f *fixture) task(t testing.TB, id, user string) completion.Task {
+	t.Helper()
+	task := completion.Task{TaskID: id, SessionID: "s-" + id, UserID: user, ToolCallID: "call-" + id,
+		ToolName: "create_agent", OperationID: "op-" + id, Status: redisregistry.StatusRunning}
+	require.NoError(t, f.registry.Register(context.Background(), task))
+	return task
+}
+
+func (f *fixture) status(t testing.TB, id string) string {
+	t.Helper()
+	task, err := f.registry.LookupTask(context.Background(), "", id)
+	require.NoError(t, err)
+	return task.Status
+}
+
+// rawEntries reads a task stream's entries as field lists, in order.
+func (f *fixture) rawEntries(t testing.TB, taskID string) [][]string {
+	t.Helper()
+	res, err := f.b.Client.Do(context.Background(), "XRANGE", f.streams.Key(taskID), "-", "+").Slice()
+	require.NoError(t, err)
+	var out [][]string
+	for _, e := range res {
+		var fields []string
+		for _, v := range e.([]any)[1].([]any) {
+			fields = append(fields, v.(string))
+		}
+		out = append(out, fields)
+	}
+	return out
+}
+
+// buffered returns how many events the first subscription of a task holds.
+func buffered(h *Hub, taskID string) int {
+	h.mu.Lock()
+	t := h.tasks[taskID]
+	var s *Subscription
+	if t != nil && len(t.subs) > 0 {
+		s = t.subs[0]
+	}
+	h.mu.Unlock()
+	if s == nil {
+		return -1
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.buf)
 }
