@@ -300,7 +300,10 @@ func (h *Hub) Subscribe(ctx context.Context, taskID, lastID string) (*Subscripti
 		return nil, err
 	}
 	s := newSubscription(h, taskID, last)
-	s.stop = context.AfterFunc(ctx, func() { s.finish(ctx.Err(), true) })
+	stop := context.AfterFunc(ctx, func() { s.finish(ctx.Err(), true) })
+	s.mu.Lock()
+	s.stopCtx = stop
+	s.mu.Unlock()
 
 	h.mu.Lock()
 	defer h.mu.Unlock()

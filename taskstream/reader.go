@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,11 +31,13 @@ type read struct {
 	seeds []*redis.XMessageSliceCmd
 	fresh []bool // per sub: a fresh subscription from a non-zero id
 	err   error  // a permanent refusal of the read
+	retry bool   // the read failed and must be retried
 }
 
 // readLoop takes queued tasks in batches and reads each task's stream from
 // its subscribers' last ids, in one pipeline per batch, until the hub
-// stops.
+// stops. The reads that failed (a node down, a timeout) are retried after a
+// backoff; the others are delivered at once.
 func (h *Hub) readLoop(ctx context.Context) {
 	backoff := time.Duration(0)
 	var log rateLimited
@@ -44,35 +47,45 @@ func (h *Hub) readLoop(ctx context.Context) {
 			return
 		}
 		reads := h.plan(batch)
-		if len(reads) == 0 {
-			h.doneReading(batch, false)
-			continue
+		var err error
+		if len(reads) > 0 {
+			err = h.pipeline(ctx, reads)
 		}
-		err := h.pipeline(ctx, reads)
-		if err != nil {
-			h.readErrors.Add(1)
-			if ctx.Err() != nil {
-				h.doneReading(batch, false)
-				return
-			}
-			if log.allow() {
-				h.log.Warn("taskstream: read task streams (retrying)", "tasks", len(reads), "err", err)
-			}
-			h.doneReading(batch, true)
-			backoff = nextBackoff(backoff, h.cfg.ErrorBackoff, h.cfg.MaxErrorBackoff)
-			if !sleep(ctx, backoff) {
-				return
-			}
-			continue
-		}
-		backoff = 0
-		var again []*task
+		var again, failed []*task
 		for _, r := range reads {
-			if h.deliver(r) {
+			switch {
+			case r.retry:
+				failed = append(failed, r.t)
+			case h.deliver(r):
 				again = append(again, r.t)
 			}
 		}
-		h.doneReading(batch, false, again...)
+		if len(failed) == 0 {
+			backoff = 0
+			h.doneReading(batch, false, again...)
+			continue
+		}
+		h.readErrors.Add(1)
+		ok := batch[:0:0]
+		for _, t := range batch {
+			if !slices.Contains(failed, t) {
+				ok = append(ok, t)
+			}
+		}
+		h.doneReading(ok, false, again...)
+		if ctx.Err() != nil {
+			h.doneReading(failed, false)
+			return
+		}
+		if log.allow() {
+			h.log.Warn("taskstream: read task streams (retrying)", "tasks", len(failed), "err", err)
+		}
+		backoff = nextBackoff(backoff, h.cfg.ErrorBackoff, h.cfg.MaxErrorBackoff)
+		alive := sleep(ctx, backoff)
+		h.doneReading(failed, alive)
+		if !alive {
+			return
+		}
 	}
 }
 
@@ -188,10 +201,10 @@ func (h *Hub) plan(batch []*task) []*read {
 	return reads
 }
 
-// pipeline runs the reads in one pipeline. It returns an error when the
-// reads must be retried (a connection failure, a timeout, a transient
-// refusal such as LOADING); a permanent refusal of one task's read (such as
-// WRONGTYPE) is left in that read's err, for deliver.
+// pipeline runs the reads in one pipeline. A read that must be retried (a
+// connection failure, a timeout, a transient refusal such as LOADING) gets
+// retry set; a permanent refusal (such as WRONGTYPE) is left in its err,
+// for deliver. It returns the first error.
 func (h *Hub) pipeline(ctx context.Context, reads []*read) error {
 	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
@@ -217,16 +230,19 @@ func (h *Hub) pipeline(ctx context.Context, reads []*read) error {
 	}
 	for _, r := range reads {
 		for _, cmd := range append([]*redis.XMessageSliceCmd{r.cmd}, r.seeds...) {
-			if cmd == nil || cmd.Err() == nil {
-				continue
+			switch {
+			case cmd == nil || cmd.Err() == nil:
+			case permanent(cmd.Err()):
+				r.err = fmt.Errorf("taskstream: read the stream of task %q: %w", r.t.id, cmd.Err())
+			default:
+				r.retry = true
 			}
-			if !permanent(cmd.Err()) {
-				return cmd.Err()
-			}
-			r.err = fmt.Errorf("taskstream: read the stream of task %q: %w", r.t.id, cmd.Err())
+		}
+		if r.cmd == nil {
+			r.retry = true // the pipeline failed before queueing it
 		}
 	}
-	return nil
+	return err
 }
 
 // permanent reports whether err is a refusal that retrying cannot fix.
@@ -249,7 +265,6 @@ func (h *Hub) deliver(r *read) (more bool) {
 		events = eventsOf(r.cmd.Val())
 	}
 	full := int64(len(events)) == r.count
-	var ended []*Subscription
 	for j, s := range r.subs {
 		s.mu.Lock()
 		if s.end != nil {
@@ -307,19 +322,17 @@ func (h *Hub) deliver(r *read) (more bool) {
 		}
 		done := s.end != nil
 		s.mu.Unlock()
-		if queued || done {
-			s.signal()
-		}
-		if done {
-			s.stop()
-			ended = append(ended, s)
-		}
 		if cut {
 			h.cutOff.Add(1)
 		}
-	}
-	for _, s := range ended {
-		h.remove(s)
+		if done {
+			// Out of the hub before Next can see the end.
+			s.stop()
+			h.remove(s)
+		}
+		if queued || done {
+			s.signal()
+		}
 	}
 	return more
 }

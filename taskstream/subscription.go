@@ -16,14 +16,15 @@ import (
 type Subscription struct {
 	hub    *Hub
 	taskID string
-	stop   func() bool // stops the context.AfterFunc of Subscribe's ctx
 
 	// ready has a value when Next may find something new: an event, or the
 	// end. Capacity 1.
 	ready chan struct{}
 
-	mu  sync.Mutex
-	buf []Event // events queued by the hub, not yet taken
+	mu sync.Mutex
+	// stopCtx stops the context.AfterFunc of Subscribe's ctx.
+	stopCtx func() bool
+	buf     []Event // events queued by the hub, not yet taken
 	// last is the id of the last event queued (or skipped as a duplicate):
 	// the hub reads after it.
 	last streamID
@@ -125,10 +126,12 @@ func (s *Subscription) Close() {
 	s.finish(ErrClosed, true)
 }
 
-// finish ends the subscription with err unless it has ended already (or,
-// with drop, with err whatever it was, dropping the buffer), and removes it
-// from the hub.
+// finish takes the subscription out of the hub and ends it with err
+// unless it has ended already (or, with drop, with err whatever it was,
+// dropping the buffer).
 func (s *Subscription) finish(err error, drop bool) {
+	s.stop()
+	s.hub.remove(s)
 	s.mu.Lock()
 	if drop {
 		clear(s.buf)
@@ -139,10 +142,6 @@ func (s *Subscription) finish(err error, drop bool) {
 	}
 	s.mu.Unlock()
 	s.signal()
-	if s.stop != nil {
-		s.stop()
-	}
-	s.hub.remove(s)
 }
 
 // endLocked ends the subscription with err unless it has ended already.
@@ -150,6 +149,16 @@ func (s *Subscription) finish(err error, drop bool) {
 func (s *Subscription) endLocked(err error) {
 	if s.end == nil {
 		s.end = err
+	}
+}
+
+// stop stops the watch on Subscribe's ctx.
+func (s *Subscription) stop() {
+	s.mu.Lock()
+	f := s.stopCtx
+	s.mu.Unlock()
+	if f != nil {
+		f()
 	}
 }
 
