@@ -18,7 +18,7 @@ const (
 	DefaultReadCount           = 100
 	DefaultReaders             = 2
 	DefaultReadBatch           = 64
-	DefaultHealthCheckInterval = 15 * time.Second
+	DefaultHealthCheckInterval = 5 * time.Second
 	DefaultResyncInterval      = time.Minute
 	DefaultErrorBackoff        = 100 * time.Millisecond
 	DefaultMaxErrorBackoff     = 5 * time.Second
@@ -51,10 +51,14 @@ type HubConfig struct {
 	// DefaultReadBatch (64).
 	ReadBatch int
 
-	// HealthCheckInterval is how long the pub/sub connection may be silent
-	// before the hub sends a PING; a PING unanswered for as long again
-	// makes it reconnect (and re-read every task). At least 100ms.
-	// Default: DefaultHealthCheckInterval (15s).
+	// HealthCheckInterval is how often the hub checks its pub/sub
+	// connection: it publishes on a channel of its own through the
+	// client's ordinary connections and reconnects (then re-reads every
+	// task) if the connection did not hear it by the next check, which
+	// catches a connection left on a demoted master after a Sentinel
+	// failover; and a connection silent for an interval gets a PING,
+	// unanswered for another it is replaced. At least 100ms.
+	// Default: DefaultHealthCheckInterval (5s).
 	HealthCheckInterval time.Duration
 
 	// ResyncInterval is how often the hub re-reads every subscribed task

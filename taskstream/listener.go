@@ -3,11 +3,15 @@ package taskstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,6 +26,14 @@ const subscribeChunk = 1000
 type listener struct {
 	h      *Hub
 	prefix string
+	// canary is a channel of this listener's own: manage publishes a
+	// sequence number on it through the client's ordinary connections
+	// every HealthCheckInterval, and a connection that does not hear it is
+	// replaced. That catches a connection left on a node that no longer
+	// gets the writes (a Sentinel failover moves the client's pooled
+	// connections to the new master, not its pub/sub one).
+	canary                string
+	canarySent, canaryGot atomic.Int64
 
 	mu     sync.Mutex // guards ps, sent and closed; held while writing to ps
 	ps     *redis.PubSub
@@ -32,9 +44,22 @@ type listener struct {
 }
 
 func newListener(h *Hub) *listener {
-	l := &listener{h: h, prefix: h.streams.cfg.ChannelPrefix, sent: make(map[string]struct{})}
+	l := &listener{
+		h:      h,
+		prefix: h.streams.cfg.ChannelPrefix,
+		canary: fmt.Sprintf("taskstream:hub:%016x", rand.Uint64()),
+		sent:   make(map[string]struct{}),
+	}
+	l.sent[l.canary] = struct{}{}
 	l.ps = h.streams.client.Subscribe(context.Background())
 	return l
+}
+
+// drop closes the current connection, so that receive replaces it.
+func (l *listener) drop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_ = l.ps.Close()
 }
 
 // close closes the pub/sub connection, which ends a blocked receive.
@@ -81,9 +106,12 @@ func (l *listener) receive(ctx context.Context) {
 	interval := h.cfg.HealthCheckInterval
 	backoff := time.Duration(0)
 	resync := true // the connection is new
-	// Connect at once and ask for an answer, so that Connected turns true
-	// without waiting for a first subscription.
-	pinged := ps0Ping(ctx, l)
+	// Connect at once (subscribing to the canary), so that Connected turns
+	// true without waiting for a first task.
+	l.mu.Lock()
+	l.subscribeLocked(ctx, []string{l.canary})
+	l.mu.Unlock()
+	pinged := false
 	for ctx.Err() == nil {
 		l.mu.Lock()
 		ps := l.ps
@@ -126,6 +154,12 @@ func (l *listener) receive(ctx context.Context) {
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
+			if m.Channel == l.canary {
+				if n, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
+					l.canaryGot.Store(n)
+				}
+				continue
+			}
 			if id, ok := strings.CutPrefix(m.Channel, l.prefix); ok {
 				h.notifications.Add(1)
 				h.notify(id)
@@ -140,27 +174,24 @@ func (l *listener) receive(ctx context.Context) {
 	}
 }
 
-// ps0Ping pings on the current connection and reports whether it could.
-func ps0Ping(ctx context.Context, l *listener) bool {
-	l.mu.Lock()
-	ps := l.ps
-	l.mu.Unlock()
-	return ps.Ping(ctx) == nil
-}
-
 // manage subscribes to the channels of tasks that got their first
 // subscriber and unsubscribes from those of tasks that lost their last, in
-// batches, and runs the periodic resync.
+// batches; runs the periodic resync; and publishes the canary.
 func (l *listener) manage(ctx context.Context) {
 	h := l.h
 	resync := time.NewTicker(h.cfg.ResyncInterval)
 	defer resync.Stop()
+	health := time.NewTicker(h.cfg.HealthCheckInterval)
+	defer health.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-resync.C:
 			h.resyncAll(false)
+			continue
+		case <-health.C:
+			l.checkCanary(ctx)
 			continue
 		case <-h.changesWake:
 		}
@@ -192,6 +223,28 @@ func (l *listener) manage(ctx context.Context) {
 		}
 		l.mu.Unlock()
 	}
+}
+
+// checkCanary replaces the connection if it did not hear the last canary
+// (published an interval ago, successfully), then publishes the next one.
+func (l *listener) checkCanary(ctx context.Context) {
+	h := l.h
+	if sent := l.canarySent.Load(); sent > 0 && l.canaryGot.Load() < sent && h.connected.Load() {
+		if l.receiveLog.allow() {
+			h.log.Warn("taskstream: the pub/sub connection does not hear what is published; reconnecting, then re-reading every subscribed task")
+		}
+		l.canarySent.Store(0)
+		l.drop()
+		return
+	}
+	next := l.canaryGot.Load() + 1
+	pctx, cancel := context.WithTimeout(ctx, h.cfg.HealthCheckInterval)
+	defer cancel()
+	if err := h.streams.client.Publish(pctx, l.canary, next).Err(); err != nil {
+		l.canarySent.Store(0) // Redis is not reachable for writes: no verdict
+		return
+	}
+	l.canarySent.Store(next)
 }
 
 // isTimeout reports whether err is a read timeout (the connection is fine).
