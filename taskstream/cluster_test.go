@@ -103,7 +103,7 @@ func TestCluster(t *testing.T) {
 		for i := range 6 {
 			id := fmt.Sprintf("h-%d", i)
 			require.NoError(t, reg.Register(ctx, completion.Task{TaskID: id, SessionID: "s", ToolCallID: "call-" + id, ToolName: "n", OperationID: "op-" + id}))
-			_, err := completion.Publish(ctx, writer, "", completion.Message{OperationID: "op-" + id, TaskID: id, Success: i%2 == 0, Result: json.RawMessage(`{"i":1}`)})
+			_, err := completion.Publish(ctx, writer, completion.DefaultStream, completion.Message{OperationID: "op-" + id, TaskID: id, Success: i%2 == 0, Result: json.RawMessage(`{"i":1}`)})
 			require.NoError(t, err)
 		}
 		for i := range 6 {

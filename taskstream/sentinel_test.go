@@ -46,7 +46,7 @@ func TestSentinel(t *testing.T) {
 	publish := func(id string) {
 		t.Helper()
 		require.Eventually(t, func() bool {
-			_, err := completion.Publish(ctx, writer, "", completion.Message{OperationID: "op-" + id, TaskID: id, Success: true, Result: json.RawMessage(`{"ok":true}`)})
+			_, err := completion.Publish(ctx, writer, completion.DefaultStream, completion.Message{OperationID: "op-" + id, TaskID: id, Success: true, Result: json.RawMessage(`{"ok":true}`)})
 			return err == nil
 		}, 30*time.Second, 50*time.Millisecond)
 	}
