@@ -159,7 +159,7 @@ func newServer(rdb *redis.Client, o options, log *slog.Logger) (*server, error) 
 			Group:         completion.DefaultGroup,
 			Block:         time.Second,
 			ClaimMinIdle:  o.claimMinIdle,
-			ClaimInterval: min(completion.DefaultClaimInterval, o.claimMinIdle/2),
+			ClaimInterval: min(5*time.Second, o.claimMinIdle/2), // the default, or sooner for a short ClaimMinIdle
 			Logger:        log,
 		})
 		if err != nil {
