@@ -240,7 +240,12 @@ func (l *listener) checkCanary(ctx context.Context) {
 	next := l.canaryGot.Load() + 1
 	pctx, cancel := context.WithTimeout(ctx, h.cfg.HealthCheckInterval)
 	defer cancel()
-	if err := h.streams.client.Publish(pctx, l.canary, next).Err(); err != nil {
+	// Pipelined, like the reads: through the same few connections.
+	_, err := h.streams.client.Pipelined(pctx, func(p redis.Pipeliner) error {
+		p.Publish(pctx, l.canary, next)
+		return nil
+	})
+	if err != nil {
 		l.canarySent.Store(0) // Redis is not reachable for writes: no verdict
 		return
 	}
