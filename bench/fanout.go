@@ -25,6 +25,12 @@ package main
 //     this process, and the latency is read from the HTTP response.
 //   - impl=naive: a goroutine per subscriber looping on XREAD BLOCK 0 from
 //     its last id, each on a connection of its own (go-redis defaults).
+//   - impl=xread-multi (with -fanout-impl): multiplexed XREAD, the issue's
+//     other candidate: 4 connections, each blocked in one XREAD BLOCK 0 over
+//     a quarter of the streams with their last ids, re-issued whenever it
+//     returns. (On Redis Cluster a multi-key XREAD must stay in one slot,
+//     and the Python layout's keys carry no hash tag: it would need a
+//     connection per slot.)
 //
 // Figures: redis_conns is the most connections of the subscribers' client
 // seen during the run (CLIENT LIST, by client name, at a quarter, half and
@@ -66,6 +72,10 @@ import (
 )
 
 const modeFanout = "fanout"
+
+// multiConns is how many connections impl=xread-multi spreads its
+// subscribers over: the issue's budget of 4.
+const multiConns = 4
 
 var fanoutFlags struct {
 	subs     string
@@ -387,8 +397,54 @@ func (b *bench) fanoutRun(ctx context.Context, impl string, subs int, f struct {
 		// Every reader holds its connection in XREAD.
 		waitQuiet(func() int64 { return int64(clientCount(ctx, b.rdb, subClient)) })
 		defer naive.Close() // ends the blocked reads (before wg.Wait)
+	case "xread-multi":
+		// The other design the issue names: a few connections, each
+		// blocked in one XREAD over its share of the streams, re-issued
+		// (with every key and last id) whenever it returns.
+		subClient = "bench-fanout-multi"
+		memBefore, redisBefore = gcMem(), redisMem()
+		multi := e.newClient(subClient, multiConns+2)
+		per := (subs + multiConns - 1) / multiConns
+		for c := range multiConns {
+			lo, hi := c*per, min(subs, (c+1)*per)
+			if lo >= hi {
+				break
+			}
+			index := map[string]int{}
+			args := make([]string, 0, 2*(hi-lo))
+			for i, t := range e.tasks[lo:hi] {
+				args = append(args, scfg.Prefix+t.TaskID)
+				index[scfg.Prefix+t.TaskID] = i
+			}
+			for range hi - lo {
+				args = append(args, "0-0")
+			}
+			n := hi - lo
+			wg.Go(func() {
+				for runCtx.Err() == nil {
+					res, err := multi.XRead(runCtx, &redis.XReadArgs{Streams: args, Block: 0, Count: 100}).Result()
+					if err != nil {
+						if runCtx.Err() != nil || errors.Is(err, redis.ErrClosed) {
+							return
+						}
+						time.Sleep(10 * time.Millisecond)
+						continue
+					}
+					for _, st := range res {
+						for _, m := range st.Messages {
+							args[n+index[st.Stream]] = m.ID
+							if data, ok := m.Values["data"].(string); ok {
+								e.record(eventTime([]byte(data)))
+							}
+						}
+					}
+				}
+			})
+		}
+		waitQuiet(func() int64 { return int64(clientCount(ctx, b.rdb, subClient)) })
+		defer multi.Close()
 	default:
-		return r, fmt.Errorf("unknown implementation %q (want completion or naive)", impl)
+		return r, fmt.Errorf("unknown implementation %q (want baseline, completion, completion-sse, naive or xread-multi)", impl)
 	}
 	r.setupMillis = int(time.Since(setupStart).Milliseconds())
 	memAfter, redisAfter := gcMem(), redisMem()
