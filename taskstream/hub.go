@@ -15,6 +15,7 @@ import (
 // Defaults applied by [NewHub] to zero [HubConfig] fields.
 const (
 	DefaultBuffer              = 256
+	DefaultBufferBytes         = 1 << 20
 	DefaultReadCount           = 100
 	DefaultReaders             = 2
 	DefaultReadBatch           = 64
@@ -35,6 +36,12 @@ type HubConfig struct {
 	// subscription whose buffer is full when new events arrive is cut off
 	// with [ErrSlowSubscriber]. Default: DefaultBuffer (256).
 	Buffer int
+
+	// BufferBytes bounds the same buffer by the events' size (their JSON):
+	// it counts as full once it holds this many bytes (a single event of
+	// any size always fits in an empty buffer). Default: DefaultBufferBytes
+	// (1 MiB).
+	BufferBytes int
 
 	// ReadCount is the most entries one XRANGE of a task's stream returns
 	// (at most Buffer). Default: DefaultReadCount (100), or Buffer if
@@ -144,6 +151,12 @@ func NewHub(streams *Streams, cfg HubConfig) (*Hub, error) {
 	}
 	if cfg.Buffer < 1 {
 		return nil, invalid("Buffer", cfg.Buffer, "it must be positive (zero means the default)")
+	}
+	if cfg.BufferBytes == 0 {
+		cfg.BufferBytes = DefaultBufferBytes
+	}
+	if cfg.BufferBytes < 1 {
+		return nil, invalid("BufferBytes", cfg.BufferBytes, "it must be positive (zero means the default)")
 	}
 	if cfg.ReadCount == 0 {
 		cfg.ReadCount = min(DefaultReadCount, cfg.Buffer)

@@ -2,6 +2,7 @@ package taskstream
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sync"
@@ -159,6 +160,7 @@ func TestNewHubRejectsInvalidConfig(t *testing.T) {
 		field string
 	}{
 		{"negative Buffer", HubConfig{Buffer: -1}, "Buffer"},
+		{"negative BufferBytes", HubConfig{BufferBytes: -1}, "BufferBytes"},
 		{"ReadCount over Buffer", HubConfig{Buffer: 10, ReadCount: 11}, "ReadCount"},
 		{"negative ReadCount", HubConfig{ReadCount: -1}, "ReadCount"},
 		{"too many Readers", HubConfig{Readers: MaxReaders + 1}, "Readers"},
@@ -407,5 +409,47 @@ func TestHubWrongTypeEndsSubscription(t *testing.T) {
 		_, err = next(t, sub)
 		require.ErrorContains(t, err, "WRONGTYPE")
 		assert.Eventually(t, func() bool { return h.Stats().Subscriptions == 0 }, 10*time.Second, time.Millisecond)
+	})
+}
+
+// The buffer is bounded in bytes too: large events cut a slow live
+// subscriber off sooner, and a subscriber replaying large events is paced.
+func TestHubBufferBytes(t *testing.T) {
+	redistest.EachBackend(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		s := newTestStreams(t, b.Client, testConfig(t, b))
+		h := startHub(t, s, HubConfig{BufferBytes: 100})
+		big := func(i int) json.RawMessage { // 64 bytes
+			return json.RawMessage(fmt.Sprintf(`{"type":"text-delta","delta":"%0*d"}`, 64-len(`{"type":"text-delta","delta":""}`), i))
+		}
+		require.Len(t, big(1), 64)
+		var want []string
+		for i := range 20 {
+			_, err := s.Append(ctx, "replay", big(i))
+			require.NoError(t, err)
+			want = append(want, string(big(i)))
+		}
+		_, err := s.Finish(ctx, "replay")
+		require.NoError(t, err)
+		sub, err := h.Subscribe(ctx, "replay", "")
+		require.NoError(t, err)
+		got, err := collect(t, sub)
+		require.ErrorIs(t, err, io.EOF)
+		assert.Equal(t, append(want, FinishEvent), datas(got), "replay paced by bytes, nothing cut")
+
+		slow, err := h.Subscribe(ctx, "live", "")
+		require.NoError(t, err)
+		_, err = s.Append(ctx, "live", ev(0))
+		require.NoError(t, err)
+		_, err = next(t, slow) // live now
+		require.NoError(t, err)
+		for i := range 3 {
+			_, err := s.Append(ctx, "live", big(i))
+			require.NoError(t, err)
+		}
+		require.Eventually(t, func() bool { return h.Stats().CutOff == 1 }, 10*time.Second, time.Millisecond)
+		got, err = collect(t, slow)
+		require.ErrorIs(t, err, ErrSlowSubscriber)
+		assert.Equal(t, []string{string(big(0))}, datas(got), "one 64-byte event fits in 100 bytes, two do not")
 	})
 }

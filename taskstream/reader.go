@@ -174,6 +174,9 @@ func (h *Hub) plan(batch []*task) []*read {
 		for _, s := range snap[i] {
 			s.mu.Lock()
 			room := h.cfg.Buffer - len(s.buf)
+			if s.bytes >= h.cfg.BufferBytes {
+				room = 0
+			}
 			switch {
 			case s.end != nil || s.stalled:
 			case room == 0 && s.catchingUp:
@@ -295,7 +298,7 @@ func (h *Hub) deliver(r *read) (more bool) {
 					s.last = e.id // an entry without data, or a duplicate outcome
 					continue
 				}
-				if len(s.buf) >= h.cfg.Buffer {
+				if s.full(len(e.Data)) {
 					if s.catchingUp {
 						s.stalled = true
 					} else {
@@ -305,6 +308,7 @@ func (h *Hub) deliver(r *read) (more bool) {
 					break
 				}
 				s.buf = append(s.buf, e)
+				s.bytes += len(e.Data)
 				s.last = e.id
 				queued = true
 				if e.IsFinish() {

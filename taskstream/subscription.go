@@ -25,6 +25,7 @@ type Subscription struct {
 	// stopCtx stops the context.AfterFunc of Subscribe's ctx.
 	stopCtx func() bool
 	buf     []Event // events queued by the hub, not yet taken
+	bytes   int     // the size of buf's events' data
 	// last is the id of the last event queued (or skipped as a duplicate):
 	// the hub reads after it.
 	last streamID
@@ -105,11 +106,12 @@ func (s *Subscription) poll() (ev Event, err error, ok bool) {
 	ev = s.buf[0]
 	s.buf[0] = Event{}
 	s.buf = s.buf[1:]
+	s.bytes -= len(ev.Data)
 	if len(s.buf) == 0 {
 		s.buf = nil // an idle subscription holds no buffer
 	}
 	s.taken = ev.id
-	more := s.stalled && len(s.buf) <= s.hub.cfg.Buffer/2 && s.end == nil
+	more := s.stalled && len(s.buf) <= s.hub.cfg.Buffer/2 && s.bytes <= s.hub.cfg.BufferBytes/2 && s.end == nil
 	if more {
 		s.stalled = false
 	}
@@ -135,7 +137,7 @@ func (s *Subscription) finish(err error, drop bool) {
 	s.mu.Lock()
 	if drop {
 		clear(s.buf)
-		s.buf = nil
+		s.buf, s.bytes = nil, 0
 		s.end = err
 	} else {
 		s.endLocked(err)
@@ -167,6 +169,12 @@ func (s *Subscription) signal() {
 	case s.ready <- struct{}{}:
 	default:
 	}
+}
+
+// full reports whether the buffer has no room for an event of n bytes.
+// s.mu must be held.
+func (s *Subscription) full(n int) bool {
+	return len(s.buf) >= s.hub.cfg.Buffer || len(s.buf) > 0 && s.bytes+n > s.hub.cfg.BufferBytes
 }
 
 // seen reports whether the outcome of operation op was queued already, and
