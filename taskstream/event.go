@@ -42,16 +42,6 @@ func (e Event) IsFinish() bool {
 	return bytes.Contains(e.Data, []byte(`"finish"`)) && e.Type() == "finish"
 }
 
-// isOutcome reports whether e is an operation's outcome: a tool output or
-// an error.
-func (e Event) isOutcome() bool {
-	switch e.Type() {
-	case "tool-output-available", "error":
-		return true
-	}
-	return false
-}
-
 // OutcomeEvent returns the event the Python service writes for an
 // operation's outcome, in the AI SDK UI stream protocol, byte for byte:
 //

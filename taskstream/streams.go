@@ -3,7 +3,6 @@ package taskstream
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
 	"time"
@@ -220,11 +219,4 @@ func eventOf(id streamID, m redis.XMessage) Event {
 	data, _ := m.Values[dataField].(string)
 	op, _ := m.Values[scripts.TaskStreamOperationField].(string)
 	return Event{ID: m.ID, Data: json.RawMessage(data), OperationID: op, id: id}
-}
-
-// isRedisReplyError reports whether err is an error reply of the server
-// (WRONGTYPE, NOSCRIPT, ...), not a network failure or timeout.
-func isRedisReplyError(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && !errors.Is(err, redis.Nil)
 }
