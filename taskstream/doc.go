@@ -74,22 +74,30 @@
 // [ErrSlowSubscriber] (it resumes from its last id, losing nothing). The
 // hub never waits for a subscriber.
 //
-// Why this design, measured on one pod with 2 CPUs and Redis 7.0 on
-// loopback, completions at 1,000/s over random tasks (cd bench && go run .
-// -mode fanout, see bench/README.md), from Publish to the subscriber:
+// Why this design: measured on one pod, 2 CPUs, Redis 7.0 on loopback,
+// completions at 1,000/s over random tasks, from Publish to the subscriber
+// holding the event, medians of 3 runs (cd bench && go run . -mode fanout
+// -fanout-impl baseline,completion,completion-sse,naive,xread-multi; see
+// bench/README.md):
 //
-//	10,000 subscribers     connections  p50 / p99       Go memory per idle subscriber  Redis memory per subscriber  Redis CPU per event (fan-out)
-//	hub (this package)     3            0.42 / 1.8 ms   4.0 KB (with its goroutine)     0.24 KB                     15 µs
-//	XREAD per subscriber   10,000       0.53 / 3.9 ms   74 KB                           34 KB                       156 µs
-//	multiplexed XREAD      4            9.2 / 72 ms     0.4 KB                          0.3 KB                      1,780 µs
+//	10,000 subscribers    connections  p50 / p99       memory per idle subscriber   Redis CPU per event
+//	                                                   Go (with its goroutine) / Redis   for the fan-out
+//	hub (this package)    3            0.58 / 2.3 ms   4.1 KB / 0.25 KB                27 µs
+//	XREAD per subscriber  10,000       0.51 / 1.0 ms   79 KB / 35 KB                   61 µs
+//	multiplexed XREAD     4            14.9 / 46 ms    0.3 KB / 0.3 KB                 3,340 µs
+//
+// With 1,000 subscribers reading the SSE handler over HTTP the hub's p50 /
+// p99 are 0.53 / 2.5 ms. The hub costs one round trip more than a reader
+// blocked on its own stream (the notification, then the XRANGE), a tenth of
+// a millisecond.
 //
 // One blocking XREAD per subscriber needs a connection per subscriber (and
-// Redis's maxclients) and 74 KB of client buffers each. A few blocking
-// XREADs over thousands of keys each must re-send every key and id each
-// time one stream moves: Redis spends its time registering 2,500 keys per
-// event and saturates far below 1,000 events/s at 10,000 subscribers (and
-// on Redis Cluster a multi-key XREAD cannot leave one slot, which the
-// Python layout's keys do not share). A notification channel with stream
+// Redis's maxclients), 64 KB of go-redis buffers each and 35 KB in Redis. A
+// few blocking XREADs over thousands of keys each must send every key and
+// id again each time one stream moves: Redis spends 3.3 ms of CPU per event
+// registering 2,500 keys, and at 10,000 subscribers it is saturated by
+// 1,000 events/s (and on Redis Cluster a multi-key XREAD cannot leave one
+// slot, which the Python layout's keys do not share). A notification channel with stream
 // re-reads costs one PUBLISH per event, which the Python writers already
 // send, and one XRANGE of one key per notified task: its cost follows the
 // events, not the subscribers.
