@@ -108,7 +108,7 @@ func main() {
 	flag.StringVar(&o.svgPath, "svg", "results.svg", "throughput bar chart to write (empty: none)")
 	flag.StringVar(&o.mdPath, "md", "results.md", "markdown report to write (empty: none)")
 	flag.StringVar(&o.impls, "impl", "", "comma-separated implementations to run (default all): completion,python-loop,watermill,bare-go-redis")
-	flag.StringVar(&o.modes, "mode", "", "comma-separated modes to run (default all; -smoke: all but memory): throughput,latency,slow-handler,memory; and memory-large, only when named")
+	flag.StringVar(&o.modes, "mode", "", "comma-separated modes to run (default all; -smoke: all but memory): throughput,latency,slow-handler,memory; and memory-large and fanout, only when named (fanout also runs small with -smoke)")
 	flag.StringVar(&o.memN, "memn", "100000,300000,1000000", "memory mode: comma-separated backlog sizes to drain")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole program to this file")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the whole program to this file")
@@ -171,6 +171,9 @@ func run(o options) error {
 	}
 	m, err := b.machine(ctx)
 	if err != nil {
+		return err
+	}
+	if done, err := b.fanoutMode(ctx); done || err != nil { // fanout.go
 		return err
 	}
 	b.fx = newFixtures(o.fixtureSize())

@@ -1,30 +1,53 @@
-// Command apiserver is an API server that embeds a completion.Consumer, the
-// way the Python service this library replaces runs it: browsers start
-// long-running tasks and watch them finish over Server-Sent Events, on
-// whichever pod they are connected to.
+// Command apiserver is an API server in the shape of the Python service
+// this library replaces, correct with any number of pods: browsers start
+// long-running tasks on one pod and watch them finish over Server-Sent
+// Events on any pod, also after a reconnect to another one.
 //
 //	go run ./examples/apiserver            # embedded miniredis unless REDIS_ADDR is set
 //	open http://localhost:8080/
 //
+//	REDIS_ADDR=localhost:6379 go run ./examples/apiserver -addr :8081 &
+//	REDIS_ADDR=localhost:6379 go run ./examples/apiserver -addr :8082 &   # as many pods as you like
+//
 // Endpoints:
 //
-//	GET  /                        a page that starts tasks and shows their completions
-//	POST /tasks?session=S         registers a task and starts a (simulated) operation
-//	GET  /events?session=S        Server-Sent Events: one "completion" event per finished task
-//	GET  /healthz                 200 while the consumer runs, 503 when degraded or stopping
+//	GET  /                           a page that starts tasks and shows their completions
+//	POST /tasks?session=S&user=U     registers a task, starts a (simulated) operation, answers {"task_id":…,"operation_id":…}
+//	GET  /tasks/{task_id}/events?user=U   Server-Sent Events of the task's stream (Last-Event-ID resumes)
+//	GET  /healthz                    200 while the consumer and the hub run, 503 otherwise
 //
-// SIGTERM or Ctrl-C shuts down gracefully: HTTP first, then the consumer,
-// which finishes running handlers and leaves the rest pending for other
-// pods.
+// Every pod shares everything through Redis, in the Python service's
+// layout: the task registry (redisregistry: chat:task:meta:<id>,
+// chat:task:op:<id>), the completion stream every pod's consumer reads
+// (one group: each completion is handled by one pod), and the per-task
+// streams (taskstream: chat:stream:<id>, announced on
+// chat:task:pubsub:<id>). The consumer's handler is taskstream's ready
+// one: it appends the outcome and the finish event to the task's stream and
+// marks the task completed or failed, atomically. Each pod's hub follows the
+// streams its browsers watch, whichever pod wrote them.
+//
+// The simulated operations write a start event and, half way, a progress
+// event to their task's stream, then publish their completion. They are
+// scheduled in Redis (sorted sets by due time, taken by whichever pod's
+// scheduler sees them due), so an operation outlives the pod that started
+// it.
+//
+// SIGTERM or Ctrl-C shuts down gracefully: the event streams end (browsers
+// reconnect, to another pod behind a load balancer), then HTTP, then the
+// consumer, which finishes running handlers and leaves the rest pending for
+// other pods.
 package main
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -36,15 +59,56 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamrelay/completion"
+	"github.com/streamrelay/completion/redisregistry"
+	"github.com/streamrelay/completion/taskstream"
 )
 
+// Key names of the example's own (the task keys are the Python layout's).
+const completionStream = "{apiserver}:completions"
+
+// options are the command line's.
+type options struct {
+	addr         string
+	consume      bool
+	claimMinIdle time.Duration
+	opMin, opMax time.Duration
+	retry        time.Duration
+}
+
 func main() {
-	addr := flag.String("addr", "localhost:8080", "HTTP listen address")
+	var o options
+	flag.StringVar(&o.addr, "addr", "localhost:8080", "HTTP listen address")
+	flag.BoolVar(&o.consume, "consume", true, "run a consumer of the completion stream (a pod without one only serves HTTP)")
+	flag.DurationVar(&o.claimMinIdle, "claim-min-idle", time.Minute, "how long a dead pod's completions wait before another pod takes them (Config.ClaimMinIdle)")
+	flag.DurationVar(&o.opMin, "op-min", 500*time.Millisecond, "shortest simulated operation")
+	flag.DurationVar(&o.opMax, "op-max", 3*time.Second, "longest simulated operation")
+	flag.DurationVar(&o.retry, "retry", time.Second, "reconnection delay the event streams ask browsers for")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *addr, log); err != nil {
+
+	redisAddr := os.Getenv("REDIS_ADDR")
+	if redisAddr == "" {
+		mr, err := miniredis.Run()
+		if err != nil {
+			log.Error("start miniredis", "err", err)
+			os.Exit(1)
+		}
+		defer mr.Close()
+		redisAddr = mr.Addr()
+		log.Info("using an embedded miniredis; set REDIS_ADDR to use a real server (and to run several pods)")
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		log.Error("listen", "err", err)
+		os.Exit(1)
+	}
+	log.Info("listening", "addr", "http://"+ln.Addr().String()+"/")
+	if err := run(ctx, rdb, ln, o, log); err != nil {
 		log.Error("apiserver stopped", "err", err)
 		os.Exit(1)
 	}
@@ -53,254 +117,170 @@ func main() {
 // server holds what the HTTP handlers share.
 type server struct {
 	rdb      *redis.Client
-	stream   string
-	registry *completion.MemoryRegistry
-	consumer *completion.Consumer
-	hub      *hub
+	registry *redisregistry.Registry
+	streams  *taskstream.Streams
+	hub      *taskstream.Hub
+	consumer *completion.Consumer // nil without -consume
+	events   http.Handler         // taskstream's SSE handler
+	opts     options
 	log      *slog.Logger
 }
 
-func run(ctx context.Context, addr string, log *slog.Logger) error {
-	redisAddr := os.Getenv("REDIS_ADDR")
-	if redisAddr == "" {
-		mr, err := miniredis.Run()
-		if err != nil {
-			return err
-		}
-		defer mr.Close()
-		redisAddr = mr.Addr()
-		log.Info("using an embedded miniredis; set REDIS_ADDR to use a real server")
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
-	defer rdb.Close()
-
-	s, err := newServer(rdb, log)
+func newServer(rdb *redis.Client, o options, log *slog.Logger) (*server, error) {
+	registry, err := redisregistry.New(rdb, redisregistry.Config{})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	consumer := s.consumer
-
-	httpSrv := &http.Server{Addr: addr, Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second}
-	consumerCtx, stopConsumer := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopConsumer()
-	consumerDone := make(chan error, 1)
-	go func() { consumerDone <- consumer.Run(consumerCtx) }()
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- httpSrv.ListenAndServe() }()
-	log.Info("listening", "addr", "http://"+addr+"/")
-
-	select {
-	case <-ctx.Done():
-	case err := <-httpDone:
-		stopConsumer()
-		<-consumerDone
-		return err
-	case err := <-consumerDone:
-		_ = httpSrv.Close()
-		return fmt.Errorf("consumer: %w", err)
+	streams, err := taskstream.New(rdb, taskstream.Config{})
+	if err != nil {
+		return nil, err
 	}
-	log.Info("shutting down")
-	s.hub.closeAll() // end the event streams, so Shutdown need not wait for them
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("http shutdown", "err", err)
+	hub, err := taskstream.NewHub(streams, taskstream.HubConfig{Logger: log})
+	if err != nil {
+		return nil, err
 	}
-	stopConsumer()
-	return <-consumerDone
-}
-
-// newServer wires a consumer of the example's stream to the SSE hub.
-func newServer(rdb *redis.Client, log *slog.Logger) (*server, error) {
-	s := &server{
-		rdb:      rdb,
-		stream:   "apiserver:completions",
-		registry: &completion.MemoryRegistry{}, // use a Redis-backed registry when running several pods
-		hub:      newHub(),
-		log:      log,
-	}
-	consumer, err := completion.NewConsumer(rdb, s.registry, completion.HandlerFunc(s.handle), completion.Config{
-		Stream: s.stream,
-		Block:  time.Second,
+	events, err := taskstream.NewSSEHandler(hub, registry, taskstream.SSEConfig{
+		// In a real service: the user of the session cookie or token.
+		UserID: func(r *http.Request) string { return r.URL.Query().Get("user") },
+		Retry:  o.retry,
 		Logger: log,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.consumer = consumer
+	s := &server{rdb: rdb, registry: registry, streams: streams, hub: hub, events: events, opts: o, log: log}
+	if o.consume {
+		handler, err := taskstream.NewHandler(streams, registry, taskstream.HandlerConfig{Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		s.consumer, err = completion.NewConsumer(rdb, registry, handler, completion.Config{
+			Stream:        completionStream,
+			Group:         completion.DefaultGroup,
+			Block:         time.Second,
+			ClaimMinIdle:  o.claimMinIdle,
+			ClaimInterval: min(5*time.Second, o.claimMinIdle/2), // the default, or sooner for a short ClaimMinIdle
+			Logger:        log,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// run serves on ln until ctx ends, then shuts down in order.
+func run(ctx context.Context, rdb *redis.Client, ln net.Listener, o options, log *slog.Logger) error {
+	s, err := newServer(rdb, o, log)
+	if err != nil {
+		return err
+	}
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	hubCtx, stopHub := context.WithCancel(bg)
+	defer stopHub()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Go(func() {
+		if err := s.hub.Run(hubCtx); err != nil {
+			errc <- fmt.Errorf("hub: %w", err)
+		}
+	})
+	if s.consumer != nil {
+		wg.Go(func() {
+			if err := s.consumer.Run(bg); err != nil {
+				errc <- fmt.Errorf("consumer: %w", err)
+			}
+		})
+	}
+	wg.Go(func() { s.schedule(bg) })
+	for !s.hub.Running() { // Subscribe needs a running hub
+		time.Sleep(time.Millisecond)
+	}
+
+	httpSrv := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second}
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- httpSrv.Serve(ln) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-httpDone:
+	case runErr = <-errc:
+	}
+	log.Info("shutting down")
+	stopHub() // ends the event streams, so that Shutdown need not wait for them
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	stopBG()
+	wg.Wait()
+	if errors.Is(runErr, http.ErrServerClosed) {
+		runErr = nil
+	}
+	return runErr
 }
 
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprint(w, page)
+		_, _ = w.Write(page)
 	})
 	mux.HandleFunc("POST /tasks", s.startTask)
-	mux.HandleFunc("GET /events", s.events)
+	mux.Handle("GET /tasks/{task_id}/events", s.events)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	return mux
 }
 
-// startTask registers a task and starts a simulated long operation, which
-// publishes its completion when done, as another service would.
+// startTask registers a task and schedules a simulated long operation,
+// whose completion another service would publish.
 func (s *server) startTask(w http.ResponseWriter, r *http.Request) {
-	session := r.URL.Query().Get("session")
+	q := r.URL.Query()
+	session, user := q.Get("session"), q.Get("user")
 	if session == "" {
 		http.Error(w, "session is required", http.StatusBadRequest)
 		return
 	}
-	id := fmt.Sprintf("%08x", rand.Uint32())
-	task := completion.Task{TaskID: "task-" + id, SessionID: session, ToolCallID: "call-" + id, OperationID: "op-" + id, Status: "running", CreatedAt: time.Now()}
-	s.registry.Register(task)
-	go func() {
-		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond) // the "work"
-		msg := completion.Message{OperationID: task.OperationID, TaskID: task.TaskID, Success: rand.IntN(4) > 0}
-		if msg.Success {
-			msg.Result, _ = completion.ObjectResult(map[string]any{"words": rand.IntN(1000)})
-		} else {
-			msg.Error = "the operation failed (simulated)"
-		}
-		if _, err := completion.Publish(context.Background(), s.rdb, s.stream, msg); err != nil {
-			s.log.Error("publish", "err", err)
-		}
-	}()
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(task)
-}
-
-// handle is the CompletionHandler: it forwards the completion to the
-// browsers watching the task's session.
-func (s *server) handle(ctx context.Context, c *completion.Completion) error {
-	ev, err := json.Marshal(map[string]any{
-		"task_id": c.Task.TaskID, "operation_id": c.Message.OperationID,
-		"success": c.Message.Success, "result": c.Message.Result, "error": c.Message.Error,
-	})
-	if err != nil {
-		return completion.Permanent(err)
+	id := fmt.Sprintf("%016x", rand.Uint64())
+	task := completion.Task{
+		TaskID: "task-" + id, SessionID: session, UserID: user,
+		ToolCallID: "call-" + id, ToolName: "simulated_operation", OperationID: "op-" + id,
 	}
-	s.hub.send(c.Task.SessionID, ev)
-	return nil
-}
-
-// events streams a session's completions as Server-Sent Events.
-func (s *server) events(w http.ResponseWriter, r *http.Request) {
-	session := r.URL.Query().Get("session")
-	flusher, ok := w.(http.Flusher)
-	if session == "" || !ok {
-		http.Error(w, "session is required", http.StatusBadRequest)
+	ctx := r.Context()
+	if err := s.registry.Register(ctx, task); err != nil {
+		s.log.Error("register task", "err", err)
+		http.Error(w, "cannot register the task", http.StatusServiceUnavailable)
 		return
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	ch, unsubscribe := s.hub.subscribe(session)
-	defer unsubscribe()
-	fmt.Fprint(w, ": connected\n\n")
-	flusher.Flush()
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case ev, ok := <-ch:
-			if !ok {
-				return
-			}
-			fmt.Fprintf(w, "event: completion\ndata: %s\n\n", ev)
-			flusher.Flush()
-		}
+	if err := s.startOperation(ctx, task); err != nil {
+		s.log.Error("start operation", "task_id", task.TaskID, "err", err)
+		http.Error(w, "cannot start the operation", http.StatusServiceUnavailable)
+		return
 	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{"task_id": task.TaskID, "operation_id": task.OperationID})
 }
 
 func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
-	state := s.consumer.State()
-	st := s.consumer.Stats()
+	body := map[string]any{"hub": s.hub.Stats()}
+	ok := s.hub.Running() && s.hub.Connected()
+	if s.consumer != nil {
+		state := s.consumer.State()
+		ok = ok && state == completion.StateRunning
+		st := s.consumer.Stats()
+		body["consumer"] = map[string]any{"state": state.String(), "handled": st.Handled, "dead_lettered": st.DeadLettered, "last_error": st.LastError}
+	}
 	code := http.StatusOK
-	if state != completion.StateRunning {
+	if !ok {
 		code = http.StatusServiceUnavailable
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"state": state.String(), "succeeded": st.Handled, "dead_lettered": st.DeadLettered,
-		"in_flight": st.InFlight, "last_error": st.LastError,
-	})
+	_ = json.NewEncoder(w).Encode(body)
 }
 
-// hub fans completions out to the event streams of a session.
-type hub struct {
-	mu     sync.Mutex
-	subs   map[string]map[chan []byte]struct{}
-	closed bool
-}
-
-func newHub() *hub { return &hub{subs: map[string]map[chan []byte]struct{}{}} }
-
-func (h *hub) subscribe(session string) (<-chan []byte, func()) {
-	ch := make(chan []byte, 16)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		close(ch)
-		return ch, func() {}
-	}
-	if h.subs[session] == nil {
-		h.subs[session] = map[chan []byte]struct{}{}
-	}
-	h.subs[session][ch] = struct{}{}
-	return ch, func() {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if _, ok := h.subs[session][ch]; ok {
-			delete(h.subs[session], ch)
-			close(ch)
-		}
-	}
-}
-
-// send delivers ev to the session's subscribers; a subscriber too slow to
-// take it misses it (the browser can reload the task's state).
-func (h *hub) send(session string, ev []byte) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for ch := range h.subs[session] {
-		select {
-		case ch <- ev:
-		default:
-		}
-	}
-}
-
-func (h *hub) closeAll() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.closed = true
-	for _, subs := range h.subs {
-		for ch := range subs {
-			close(ch)
-			delete(subs, ch)
-		}
-	}
-}
-
-const page = `<!doctype html>
-<meta charset="utf-8">
-<title>completion: apiserver example</title>
-<h1>Long-running tasks</h1>
-<button id="start">Start a task</button>
-<ul id="log"></ul>
-<script>
-const session = "s-" + Math.random().toString(16).slice(2);
-const log = (t) => { const li = document.createElement("li"); li.textContent = t; document.getElementById("log").prepend(li); };
-const es = new EventSource("/events?session=" + session);
-es.addEventListener("completion", (e) => {
-  const c = JSON.parse(e.data);
-  log(c.task_id + (c.success ? " finished: " + JSON.stringify(c.result) : " failed: " + c.error));
-});
-document.getElementById("start").onclick = async () => {
-  const r = await fetch("/tasks?session=" + session, {method: "POST"});
-  const t = await r.json();
-  log(t.TaskID + " started");
-};
-</script>
-`
+//go:embed page.html
+var page []byte

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -16,54 +15,103 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/streamrelay/completion"
 )
 
-func TestTaskCompletionReachesTheBrowser(t *testing.T) {
+// startInProcess runs the server on miniredis in this process until the
+// test ends, and returns its base URL.
+func startInProcess(t *testing.T) string {
+	t.Helper()
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
-	s, err := newServer(rdb, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.consumer.Run(ctx) }()
+	o := options{consume: true, claimMinIdle: time.Minute, opMin: 10 * time.Millisecond, opMax: 50 * time.Millisecond, retry: time.Second}
+	go func() { done <- run(ctx, rdb, ln, o, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
 	t.Cleanup(func() {
 		cancel()
-		require.NoError(t, <-done)
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Error("run did not return within 30s of its context's end")
+		}
 	})
-	srv := httptest.NewServer(s.routes())
-	t.Cleanup(srv.Close)
-	t.Cleanup(s.hub.closeAll)
+	base := "http://" + ln.Addr().String()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 20*time.Second, 10*time.Millisecond, "healthz turns 200")
+	return base
+}
 
-	require.Eventually(t, func() bool { return s.consumer.State() == completion.StateRunning }, 10*time.Second, 10*time.Millisecond)
-	resp, err := http.Get(srv.URL + "/healthz")
+// startTask starts a task and returns its ids.
+func startTask(t *testing.T, base, session, user string) (taskID, opID string) {
+	t.Helper()
+	resp, err := http.Post(base+"/tasks?session="+session+"&user="+user, "", nil)
 	require.NoError(t, err)
-	resp.Body.Close()
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var body map[string]string
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	require.Len(t, body, 2, "exactly task_id and operation_id: %v", body)
+	require.NotEmpty(t, body["task_id"])
+	require.NotEmpty(t, body["operation_id"])
+	return body["task_id"], body["operation_id"]
+}
 
-	events, err := http.Get(srv.URL + "/events?session=s1")
+func TestTaskCompletionReachesTheBrowser(t *testing.T) {
+	base := startInProcess(t)
+	taskID, _ := startTask(t, base, "s1", "u1")
+
+	resp, err := http.Get(base + "/tasks/" + taskID + "/events?user=u1")
 	require.NoError(t, err)
-	defer events.Body.Close()
-	lines := bufio.NewScanner(events.Body)
-	require.True(t, lines.Scan()) // ": connected"
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+	var types []string
+	var retry string
+	require.NoError(t, readFrames(resp.Body, func(f frame) bool {
+		if f.retry != "" {
+			retry = f.retry
+		}
+		if f.id != "" {
+			var ev struct{ Type string }
+			require.NoError(t, json.Unmarshal([]byte(f.data), &ev))
+			types = append(types, ev.Type)
+		}
+		return true
+	}), "the stream ends after the finish event")
+	assert.Equal(t, "1000", retry)
+	require.Len(t, types, 4)
+	assert.Equal(t, "start", types[0])
+	assert.Equal(t, "data-progress", types[1])
+	assert.Contains(t, []string{"tool-output-available", "error"}, types[2])
+	assert.Equal(t, "finish", types[3])
 
-	resp, err = http.Post(srv.URL+"/tasks?session=s1", "", nil)
-	require.NoError(t, err)
-	var task completion.Task
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&task))
-	resp.Body.Close()
-
-	var data string
-	for lines.Scan() {
-		if d, ok := strings.CutPrefix(lines.Text(), "data: "); ok {
-			data = d
-			break
+	for path, want := range map[string]int{
+		"/tasks/" + taskID + "/events?user=u2": http.StatusForbidden,
+		"/tasks/task-nobody/events?user=u1":    http.StatusNotFound,
+		"/tasks?session=s1":                    http.StatusMethodNotAllowed,
+		"/":                                    http.StatusOK,
+	} {
+		resp, err := http.Get(base + path)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, want, resp.StatusCode, path)
+		if path == "/" {
+			assert.True(t, strings.Contains(string(b), "new EventSource("), "the page uses EventSource")
 		}
 	}
-	var ev map[string]any
-	require.NoError(t, json.Unmarshal([]byte(data), &ev))
-	assert.Equal(t, task.TaskID, ev["task_id"])
-	assert.Equal(t, task.OperationID, ev["operation_id"])
+	resp, err = http.Post(base+"/tasks", "", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "session is required")
 }

@@ -1,0 +1,12 @@
+package main
+
+import (
+	"os"
+	"testing"
+
+	"github.com/streamrelay/completion/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(redistest.Main(m))
+}
