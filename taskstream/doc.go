@@ -106,8 +106,10 @@
 //
 // [Hub.Run] blocks until its context ends; it returns nil only after every
 // goroutine it started has exited, and ends the open subscriptions with
-// [ErrHubStopped]. [Hub.Subscribe] fails with [ErrHubNotRunning] while Run
-// does not run. Redis errors never end Run: it backs off, reconnects and
+// [ErrHubStopped]. [Hub.Subscribe] may be called before Run (the
+// subscription is served once Run starts, so an HTTP server can start
+// first); while Run stops and after it returned it fails with
+// [ErrHubStopped]. Redis errors never end Run: it backs off, reconnects and
 // re-reads. The package never closes the Redis client it is given.
 //
 // # Writers

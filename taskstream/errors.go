@@ -20,16 +20,14 @@ var (
 	// not valid JSON or not valid UTF-8. Nothing is written.
 	ErrInvalidEvent = errors.New("taskstream: invalid event")
 
-	// ErrHubNotRunning is returned by [Hub.Subscribe] (and so by [Hub.Await]
-	// and the SSE handler, which answers 503) when [Hub.Run] is not running.
-	ErrHubNotRunning = errors.New("taskstream: hub is not running")
-
 	// ErrHubRunning is returned by [Hub.Run] when the hub already runs.
 	ErrHubRunning = errors.New("taskstream: hub is already running")
 
 	// ErrHubStopped ends the subscriptions that were open when [Hub.Run]
 	// returned: [Subscription.Next] returns it after the events it had
-	// buffered.
+	// buffered. [Hub.Subscribe] (and so [Hub.Await]) returns it while Run
+	// stops and after it returned, until the hub runs again; the SSE
+	// handler answers 503.
 	ErrHubStopped = errors.New("taskstream: hub stopped")
 
 	// ErrSlowSubscriber ends a subscription that did not take its events

@@ -21,14 +21,11 @@ import (
 )
 
 // runHub runs hub until the returned function is called, which waits for
-// Run to return.
+// Run to return. (Subscribe works before Run has started.)
 func runHub(hub *taskstream.Hub) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- hub.Run(ctx) }()
-	for !hub.Running() {
-		time.Sleep(time.Millisecond)
-	}
 	return func() { cancel(); <-done }
 }
 

@@ -106,7 +106,7 @@ type Hub struct {
 	mu       sync.Mutex
 	cond     *sync.Cond // readers wait on it for queued tasks; guarded by mu
 	running  bool       // Run runs
-	stopping bool       // Run is returning: no new subscriptions, readers exit
+	stopping bool       // Run is returning or returned: no new subscriptions, readers exit
 	tasks    map[string]*task
 	subs     int     // open subscriptions
 	urgent   []*task // tasks to read soon: notifications, new subscribers, reconnects
@@ -278,7 +278,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	return nil
 }
 
-// Running reports whether [Hub.Run] runs (and Subscribe is possible).
+// Running reports whether [Hub.Run] runs, for health checks.
 func (h *Hub) Running() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -303,8 +303,10 @@ func (h *Hub) Connected() bool { return h.connected.Load() }
 // yet is waited for, and never created.
 //
 // It returns an error wrapping [ErrInvalidTaskID] or [ErrInvalidID] for
-// bad input, [ErrHubNotRunning] when Run does not run, and ctx's error when
-// ctx has ended. It does not wait for Redis.
+// bad input, [ErrHubStopped] while Run stops and after it returned (until
+// it runs again), and ctx's error when ctx has ended. It does not wait for
+// Redis. Before the hub's first Run, Subscribe works: the subscription is
+// served once Run starts, so that an HTTP server may start before the hub.
 func (h *Hub) Subscribe(ctx context.Context, taskID, lastID string) (*Subscription, error) {
 	if err := checkTaskID(taskID); err != nil {
 		return nil, err
@@ -324,9 +326,9 @@ func (h *Hub) Subscribe(ctx context.Context, taskID, lastID string) (*Subscripti
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.running || h.stopping {
+	if h.stopping {
 		s.stop()
-		return nil, ErrHubNotRunning
+		return nil, ErrHubStopped
 	}
 	s.mu.Lock()
 	ended := s.end != nil // ctx ended since the check

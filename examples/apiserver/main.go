@@ -194,9 +194,6 @@ func run(ctx context.Context, rdb *redis.Client, ln net.Listener, o options, log
 		})
 	}
 	wg.Go(func() { s.schedule(bg) })
-	for !s.hub.Running() { // Subscribe needs a running hub
-		time.Sleep(time.Millisecond)
-	}
 
 	httpSrv := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second}
 	httpDone := make(chan error, 1)
