@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -13,9 +11,9 @@ import (
 const bareCount = 500
 
 // runBare is the ceiling: one goroutine, XREADGROUP COUNT 500, decode each
-// entry with encoding/json, look its task up in the same registry the
-// library's consumer gets, run the same handler work, one multi-id XACK per
-// batch. No retries, no recovery, no dead letters.
+// entry with the library's decoder (decodeEntry), look its task up in the
+// same registry the library's consumer gets, run the same handler work, one
+// multi-id XACK per batch. No retries, no recovery, no dead letters.
 func runBare(ctx context.Context, e *env) error {
 	args := &redis.XReadGroupArgs{
 		Group: e.group, Consumer: e.consumer,
@@ -38,10 +36,8 @@ func runBare(ctx context.Context, e *env) error {
 		for _, st := range streams {
 			for _, m := range st.Messages {
 				data, _ := m.Values["data"].(string)
-				var msg wireMessage
-				// encoding/json copies what it keeps, so the string's
-				// bytes can be read in place.
-				if err := json.Unmarshal(unsafe.Slice(unsafe.StringData(data), len(data)), &msg); err != nil {
+				msg, err := decodeEntry(data)
+				if err != nil {
 					return err
 				}
 				if err := e.lookup(ctx, msg.OperationID, msg.TaskID); err != nil {

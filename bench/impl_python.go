@@ -2,24 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
-
-// wireMessage is the completion message as watermill's handler and the
-// bare loop decode it with encoding/json. Result stays raw, as
-// completion.Message keeps it.
-type wireMessage struct {
-	OperationID string          `json:"operation_id"`
-	TaskID      string          `json:"task_id"`
-	Success     bool            `json:"success"`
-	Result      json.RawMessage `json:"result"`
-	Error       *string         `json:"error"`
-}
 
 // The Python consumer's constants (completion_consumer.py and its config).
 const (
@@ -111,22 +99,15 @@ func pyProcessEntry(ctx context.Context, e *env, m redis.XMessage) {
 	}
 }
 
-// pyMessage is OperationCompleteMessage. Like orjson.loads and pydantic,
-// encoding/json decodes result fully: a map for an object, a string, or nil.
-type pyMessage struct {
-	OperationID string  `json:"operation_id"`
-	TaskID      string  `json:"task_id"`
-	Success     bool    `json:"success"`
-	Result      any     `json:"result"`
-	Error       *string `json:"error"`
-}
-
 // pyHandleMessage is _handle_message: decode, find the task by operation id
 // then by task id, check its fields, and call the success or failure
 // handler.
 func pyHandleMessage(e *env, body []byte) {
-	var msg pyMessage
-	if err := json.Unmarshal(body, &msg); err != nil {
+	// OperationCompleteMessage.model_validate_json: decoded with the
+	// decoder every implementation uses here (see decodeEntry), so that
+	// the comparison is of the loops.
+	msg, err := decodeBytes(body)
+	if err != nil {
 		e.log.Error("failed to parse completion message", slog.Any("err", err))
 		return
 	}
@@ -144,16 +125,8 @@ func pyHandleMessage(e *env, body []byte) {
 	}
 	// process_operation_success(task, message.result) or
 	// process_operation_failure(task, message.error): the handler work every
-	// implementation does, on the result's JSON (read again here: pydantic
-	// gave a dict).
-	var raw struct {
-		Result json.RawMessage `json:"result"`
-	}
-	if err := json.Unmarshal(body, &raw); err != nil {
-		e.log.Error("failed to parse completion message", slog.Any("err", err))
-		return
-	}
-	if err := e.work(raw.Result); err != nil {
+	// implementation does, on the result's JSON.
+	if err := e.work(msg.Result); err != nil {
 		e.log.Error("handler failed", slog.Any("err", err))
 	}
 }

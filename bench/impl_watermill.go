@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -44,8 +43,8 @@ func runWatermill(ctx context.Context, e *env) error {
 				}
 				return errors.New("watermill closed the message channel")
 			}
-			var msg wireMessage
-			if err := json.Unmarshal(m.Payload, &msg); err != nil {
+			msg, err := decodeBytes(m.Payload)
+			if err != nil {
 				return err
 			}
 			if err := e.work(msg.Result); err != nil {
