@@ -32,6 +32,11 @@ const (
 	sentinelFormTimeout = 30 * time.Second
 	// sentinelLog is the name of a sentinel's log file inside its directory.
 	sentinelLog = "sentinel.log"
+	// sentinelFormPoll is how often StartSentinel and Failover ask whether
+	// the deployment has settled; sentinelMasterPoll is how often
+	// WaitMaster asks whether the promotion is done.
+	sentinelFormPoll   = 50 * time.Millisecond
+	sentinelMasterPoll = 20 * time.Millisecond
 )
 
 // Sentinel is a Redis Sentinel deployment owned by one test: a master and
@@ -42,7 +47,25 @@ const (
 // reaped in t.Cleanup, the sentinels first.
 type Sentinel struct {
 	servers   []*Server // the master as started, then the replica
+	link      *Proxy    // the replica's replication link, with ProxyReplication
 	sentinels []*sentinelProc
+}
+
+// SentinelOptions configures the deployment [StartSentinelWith] starts.
+// The zero value is the one [StartSentinel] starts.
+type SentinelOptions struct {
+	// ProxyReplication makes the replica replicate through a [Proxy] to the
+	// master (see [Sentinel.ReplicationLink]), so that a test can stall the
+	// link and refuse or cut it, and have the master acknowledge writes its
+	// replica never receives. Only the replication link goes through it:
+	// clients and sentinels reach both servers directly. The sentinels point
+	// a replica that replicates from another address than the master's at
+	// the master itself (+fix-slave-config) once the failover timeout (10 s)
+	// has passed since they found it, so the link carries the replication
+	// only until some 8 s after StartSentinelWith returns; a replica
+	// reconfigured by a failover does not use it either. Default false: the
+	// replica connects to the master directly.
+	ProxyReplication bool
 }
 
 // sentinelProc is one redis-sentinel process.
@@ -80,6 +103,13 @@ func SentinelBinary() (string, error) {
 // `apt-get install redis-server redis-sentinel`).
 func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
+	return StartSentinelWith(t, SentinelOptions{})
+}
+
+// StartSentinelWith is [StartSentinel] with options: it starts the
+// deployment opts describes and waits, skips or fails as StartSentinel does.
+func StartSentinelWith(t testing.TB, opts SentinelOptions) *Sentinel {
+	t.Helper()
 	bin, err := SentinelBinary()
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -89,8 +119,15 @@ func StartSentinel(t testing.TB) *Sentinel {
 	}
 	fastSync := []string{"--repl-diskless-sync-delay", "0"}
 	master := Start(t, Options{Args: fastSync})
-	replica := Start(t, Options{Args: append(fastSync, "--replicaof", "127.0.0.1", strconv.Itoa(master.port))})
-	s := &Sentinel{servers: []*Server{master, replica}}
+	s := &Sentinel{}
+	upstream := master.Addr()
+	if opts.ProxyReplication {
+		s.link = NewProxy(t, master.Addr())
+		upstream = s.link.Addr()
+	}
+	host, port, _ := net.SplitHostPort(upstream)
+	replica := Start(t, Options{Args: append(fastSync, "--replicaof", host, port)})
+	s.servers = []*Server{master, replica}
 	for range 3 {
 		p := &sentinelProc{bin: bin, dir: t.TempDir()}
 		t.Cleanup(p.stop) // after TempDir's: the process stops before its directory goes
@@ -119,6 +156,12 @@ func (s *Sentinel) Addrs() []string {
 // the master now. Kill, Restart, Pause and Resume work on them as on any
 // Server.
 func (s *Sentinel) Servers() []*Server { return []*Server{s.servers[0], s.servers[1]} }
+
+// ReplicationLink returns the proxy the replica replicates from the master
+// through, with [SentinelOptions.ProxyReplication]; otherwise nil. Stall it
+// (SetStall) to make the replica lag; SetRefuse and CutAll keep it from
+// catching up, for example before killing the master.
+func (s *Sentinel) ReplicationLink() *Proxy { return s.link }
 
 // MasterAddr returns the master's address as the first sentinel that
 // answers reports it.
@@ -174,24 +217,46 @@ func (s *Sentinel) Failover(t testing.TB) {
 	}
 }
 
+// WaitMaster waits (up to timeout) until every sentinel names addr as the
+// master and addr reports role:master, and fails the test, with the tails
+// of the sentinels' and servers' logs, when that does not happen. Unlike
+// Failover it starts nothing: it waits for a failover the test brought
+// about, by killing the master for example.
+func (s *Sentinel) WaitMaster(t testing.TB, addr string, timeout time.Duration) {
+	t.Helper()
+	err := poll(timeout, sentinelMasterPoll, func() error { return s.checkMaster(addr, false, false) })
+	if err != nil {
+		t.Fatalf("redistest: %s not promoted within %v: %v%s", addr, timeout, err, s.logTails(30))
+	}
+}
+
 // waitFormed waits until every sentinel names master as the master and
 // knows one replica and two other sentinels, and master says role:master
 // (and, with synced, that its replica is in sync).
 func (s *Sentinel) waitFormed(master string, synced bool, d time.Duration) error {
+	return poll(d, sentinelFormPoll, func() error { return s.checkMaster(master, true, synced) })
+}
+
+// poll calls check every interval until it returns nil or d has passed,
+// and returns what check returned last.
+func poll(d, interval time.Duration, check func() error) error {
 	deadline := time.Now().Add(d)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
 	for {
-		err := s.checkFormed(master, synced)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
+		err := check()
+		if err == nil || time.Now().After(deadline) {
 			return err
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-tick.C
 	}
 }
 
-func (s *Sentinel) checkFormed(master string, synced bool) error {
+// checkMaster returns what is not yet so of: every sentinel names master as
+// the master (and, with peers, knows one replica and the other sentinels),
+// and master says role:master (and, with synced, that its replica is in
+// sync).
+func (s *Sentinel) checkMaster(master string, peers, synced bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for _, p := range s.sentinels {
@@ -200,8 +265,14 @@ func (s *Sentinel) checkFormed(master string, synced bool) error {
 			if err != nil {
 				return err
 			}
+			if len(addr) != 2 {
+				return fmt.Errorf("sentinel %s: GET-MASTER-ADDR-BY-NAME returned %q", p.addr(), addr)
+			}
 			if got := net.JoinHostPort(addr[0], addr[1]); got != master {
 				return fmt.Errorf("sentinel %s names %s as the master, want %s", p.addr(), got, master)
+			}
+			if !peers {
+				return nil
 			}
 			replicas, err := c.Do(ctx, "SENTINEL", "REPLICAS", SentinelMaster).Slice()
 			if err != nil {
