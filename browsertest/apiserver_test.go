@@ -40,23 +40,21 @@ func TestApiserverPageSurvivesItsPodRestart(t *testing.T) {
 	b := browsertest.StartProcess(t, bin, env, "/healthz", append(args, "-consume=false")...)
 
 	ctx := browsertest.New(t)
-	require.NoError(t, chromedp.Do(ctx,
+	do(t, ctx, "open the page and start six tasks",
 		chromedp.Navigate(b.URL("/?user=u-browser&session=s-browser")),
 		chromedp.Click("#start5"),
 		chromedp.Click("#start"),
-	))
+	)
 	waitFor(t, ctx, `document.querySelectorAll("#tasks li").length === 6`, 20*time.Second)
 	waitFor(t, ctx, `document.querySelectorAll('#tasks li[data-finished="true"]').length >= 1`, 30*time.Second)
 	b.Kill()
-	unfinished, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#tasks li[data-finished="false"]').length`))
-	require.NoError(t, err)
+	unfinished := eval[int](t, ctx, `document.querySelectorAll('#tasks li[data-finished="false"]').length`)
 	t.Logf("pod B killed with %d of 6 tasks unfinished on the page", unfinished)
 	waitFor(t, ctx, `[...document.querySelectorAll('#tasks li[data-finished="false"]')].some(li => li.dataset.reconnects !== "0")`, 20*time.Second)
 	b.Start("/healthz")
 	waitFor(t, ctx, `document.querySelectorAll('#tasks li[data-finished="true"]').length === 6`, 60*time.Second)
 
-	items, err := chromedp.Run(ctx, chromedp.Evaluate[[]taskItem](readItems))
-	require.NoError(t, err)
+	items := eval[[]taskItem](t, ctx, readItems)
 	require.Len(t, items, 6)
 	rdb := srv.Client(t)
 	reconnected := 0
@@ -76,19 +74,11 @@ func TestApiserverPageSurvivesItsPodRestart(t *testing.T) {
 	screenshot(t, ctx, "browser-task-stream") // -update: the README's
 }
 
-// waitFor evaluates the JavaScript expression cond in ctx's tab every 50ms
-// until it is true, or fails the test after timeout.
+// waitFor waits until the JavaScript expression cond is true in ctx's
+// tab, checking it every 50ms, or fails the test after timeout, saying
+// what the page showed.
 func waitFor(t *testing.T, ctx context.Context, cond string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond))
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not true within %v (last error: %v)", cond, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	browsertest.StepWithin(t, ctx, timeout, "wait until "+cond,
+		chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(0)))
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -32,6 +33,9 @@ func Binary() string {
 	}
 	return ""
 }
+
+// StartTimeout is how long [New] waits for the browser to start: 60s.
+const StartTimeout = 60 * time.Second
 
 // New starts a headless Chromium with a fresh profile for t and returns a
 // chromedp context of a tab in it; the browser is closed (and its
@@ -66,8 +70,21 @@ func New(t testing.TB) context.Context {
 		cancelTab()
 		cancelAlloc() // waits for the browser to exit
 	})
-	if err := chromedp.Do(ctx); err != nil { // start the browser now, to report a failure here
-		t.Fatalf("browsertest: start %s: %v", bin, err)
+	// Start the browser now, to report a failure here. Its first run must
+	// not have a timeout of its own (that would end the browser), so it is
+	// bounded by a timer instead: on a timeout t's cleanup ends the browser,
+	// which ends the run.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(ctx) }()
+	timer := time.NewTimer(StartTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("browsertest: start %s: %v", bin, err)
+		}
+	case <-timer.C:
+		t.Fatalf("browsertest: %s did not start within %v", bin, StartTimeout)
 	}
 	return ctx
 }

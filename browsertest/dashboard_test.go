@@ -121,7 +121,7 @@ func TestDashboard(t *testing.T) {
 }
 
 func checkOverview(t *testing.T, ctx context.Context, s *seeded, site *site) {
-	do(t, ctx, chromedp.Navigate(site.url), chromedp.WaitVisible(css("svg polyline")))
+	do(t, ctx, "open the overview", chromedp.Navigate(site.url), chromedp.WaitVisible(css("svg polyline")))
 	length, pending, lag, dead := s.info(t)
 	assert.Equal(t, itoa(length), s.stat(t, ctx, "length"))
 	assert.Equal(t, itoa(pending), s.stat(t, ctx, "group-pending"))
@@ -156,40 +156,65 @@ func checkSameOrigin(t *testing.T, ctx context.Context) {
 	assert.Empty(t, foreign, "everything on the page is of its own origin")
 }
 
+// checkReasonFilter: a reason chosen in the filter shows the dead letters
+// of that reason only, both when dashboard.js submits the form on the
+// choice and when the Filter button does (as without the script).
+//
+// Each way submits the form once, and the step waits for the page that
+// submission loads. (SetValue followed by a click on Filter submits it
+// twice: rows of the reason are then already on the first filtered page,
+// a wait for them returns before the second submission replaces the
+// document, and a screenshot taken meanwhile never answers.)
 func checkReasonFilter(t *testing.T, ctx context.Context, s *seeded, site *site) {
 	u := site.url + "dead?stream=" + url.QueryEscape(s.stream)
-	do(t, ctx,
-		chromedp.Navigate(u), chromedp.WaitVisible(css("#reason")),
-		chromedp.SetValue(css("#reason"), completion.ReasonTaskNotFound),
-		chromedp.Click(css("#filter")),
-		chromedp.WaitVisible(css(`tr.row[data-reason="task_not_found"]`)),
-	)
-	reasons := eval[[]string](t, ctx, `Array.from(document.querySelectorAll("tr.row")).map(r => r.dataset.reason)`)
-	page, err := s.in.DeadLetters(context.Background(), inspect.DeadLetterQuery{Reason: completion.ReasonTaskNotFound})
+	want, err := s.in.DeadLetters(context.Background(), inspect.DeadLetterQuery{Reason: completion.ReasonTaskNotFound})
 	require.NoError(t, err)
-	require.Len(t, reasons, len(page.DeadLetters))
-	for _, r := range reasons {
-		assert.Equal(t, completion.ReasonTaskNotFound, r)
+	for _, way := range []struct {
+		name   string
+		submit chromedp.Action[chromedp.Void]
+	}{
+		// SetValue fires input and change; dashboard.js submits on change.
+		{"choose the reason", chromedp.SetValue(css("#reason"), completion.ReasonTaskNotFound)},
+		// Setting the value from a script fires no event; the button submits.
+		{"Filter button", chromedp.Steps(
+			chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`void (document.getElementById("reason").value = %q)`, completion.ReasonTaskNotFound)),
+			chromedp.Click(css("#filter")),
+		)},
+	} {
+		do(t, ctx, way.name+": open the dead letters", chromedp.Navigate(u), chromedp.WaitVisible(css("#reason")))
+		require.Equal(t, int64(http.StatusOK), navigate(t, ctx, way.name+": filter", way.submit), way.name)
+		got := eval[filtered](t, ctx, `({reason: new URLSearchParams(location.search).get("reason"),
+			rows: Array.from(document.querySelectorAll("tr.row")).map(r => r.dataset.reason)})`)
+		assert.Equal(t, completion.ReasonTaskNotFound, got.Reason, "%s: the page's URL", way.name)
+		require.Len(t, got.Rows, len(want.DeadLetters), way.name)
+		for _, r := range got.Rows {
+			assert.Equal(t, completion.ReasonTaskNotFound, r, way.name)
+		}
 	}
 	screenshot(t, ctx, "dashboard-dead-letters")
+}
+
+// filtered is what the dead letters page shows after a filter: the reason
+// of its URL and the reason of each row.
+type filtered struct {
+	Reason string   `json:"reason"`
+	Rows   []string `json:"rows"`
 }
 
 func checkRedriveOne(t *testing.T, ctx context.Context, s *seeded, site *site) {
 	length, _, _, dead := s.info(t)
 	reasons, err := s.in.DeadLetterReasons(context.Background())
 	require.NoError(t, err)
-	do(t, ctx,
-		chromedp.Navigate(site.url+"dead?reason=task_not_found&stream="+url.QueryEscape(s.stream)),
-		chromedp.Click(css("button.redrive-one"), chromedp.NodeVisible),
-		chromedp.WaitVisible(css("#confirm")),
-	)
+	do(t, ctx, "open the dead letters of a reason", chromedp.Navigate(site.url+"dead?reason=task_not_found&stream="+url.QueryEscape(s.stream)))
+	require.Equal(t, int64(http.StatusOK), navigate(t, ctx, "redrive one", chromedp.Click(css("button.redrive-one"))))
+	do(t, ctx, "the confirmation", chromedp.WaitVisible(css("#confirm")))
 	l2, _, _, d2 := s.info(t)
 	require.Equal(t, [2]int64{length, dead}, [2]int64{l2, d2}, "nothing moved before the confirmation")
-	do(t, ctx, chromedp.Click(css("#confirm")), chromedp.WaitVisible(css(`[data-stat="result"]`)))
+	require.Equal(t, int64(http.StatusOK), navigate(t, ctx, "confirm", chromedp.Click(css("#confirm"))))
 	assert.Contains(t, text(t, ctx, `[data-stat="result"]`), "Moved 1 dead letter back")
 	l2, _, _, d2 = s.info(t)
 	assert.Equal(t, [2]int64{length + 1, dead - 1}, [2]int64{l2, d2}, "one dead letter moved back")
-	do(t, ctx, chromedp.Navigate(site.url), chromedp.WaitVisible(css("section")))
+	do(t, ctx, "the overview after the redrive", chromedp.Navigate(site.url), chromedp.WaitVisible(css("section")))
 	assert.Equal(t, itoa(dead-1), s.stat(t, ctx, "dead"), "the overview's count changed")
 	assert.Equal(t, itoa(length+1), s.stat(t, ctx, "length"))
 	assert.Equal(t, itoa(reasons[completion.ReasonTaskNotFound]-1), text(t, ctx, `tr[data-reason="task_not_found"] [data-stat=reason-count]`))
@@ -207,10 +232,8 @@ func checkNoToken(t *testing.T, ctx context.Context, s *seeded, site *site) {
 // checkForeignOrigin: a page of another origin that posts the dashboard's
 // own form, with a valid token and the browser's cookie, is refused.
 func checkForeignOrigin(t *testing.T, ctx context.Context, s *seeded, site *site) {
-	do(t, ctx, chromedp.Navigate(site.url+"dead?stream="+url.QueryEscape(s.stream)))
-	attr, err := chromedp.Run(ctx, chromedp.AttributeValue(css(`input[name="csrf_token"]`), "value"))
-	require.NoError(t, err)
-	token := attr.Value
+	do(t, ctx, "open the dead letters", chromedp.Navigate(site.url+"dead?stream="+url.QueryEscape(s.stream)))
+	token := browsertest.Step(t, ctx, "read the token", chromedp.AttributeValue(css(`input[name="csrf_token"]`), "value")).Value
 	require.NotEmpty(t, token)
 	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
@@ -219,19 +242,19 @@ func checkForeignOrigin(t *testing.T, ctx context.Context, s *seeded, site *site
 	}))
 	t.Cleanup(evil.Close)
 	_, _, _, dead := s.info(t)
-	do(t, ctx, chromedp.Navigate(evil.URL), chromedp.WaitVisible(css("p.error")))
+	do(t, ctx, "the other origin's page posts the form", chromedp.Navigate(evil.URL), chromedp.WaitVisible(css("p.error")))
 	assert.Contains(t, text(t, ctx, "p.error"), "cross-origin request refused")
 	_, _, _, d2 := s.info(t)
 	assert.Equal(t, dead, d2, "nothing purged")
 }
 
 func checkTail(t *testing.T, ctx context.Context, s *seeded, site *site) {
-	do(t, ctx,
+	do(t, ctx, "open the live tail",
 		chromedp.Navigate(site.url+"tail?stream="+url.QueryEscape(s.stream)),
 		chromedp.Poll[chromedp.Void](`document.getElementById("tail-status").textContent === "following"`),
 	)
 	_, err := s.in.PublishTest(context.Background(), completion.Message{OperationID: "op-tail-check", TaskID: "t-1", Success: true})
 	require.NoError(t, err)
-	do(t, ctx, chromedp.Poll[chromedp.Void](`document.getElementById("tail-rows").textContent.includes("op-tail-check")`))
+	do(t, ctx, "the tail shows the entry", chromedp.Poll[chromedp.Void](`document.getElementById("tail-rows").textContent.includes("op-tail-check")`))
 	assert.True(t, strings.Contains(text(t, ctx, "#tail-rows"), "success"))
 }

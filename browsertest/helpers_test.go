@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/streamrelay/completion"
+	"github.com/streamrelay/completion/browsertest"
 	"github.com/streamrelay/completion/dashboard"
 	"github.com/streamrelay/completion/inspect"
 	"github.com/streamrelay/completion/internal/redistest"
@@ -128,8 +130,7 @@ func newInspector(t *testing.T, rdb *redis.Client, cfg inspect.Config) *inspect.
 // -update, in a temporary directory otherwise.
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	require.NoError(t, err)
+	png := browsertest.Step(t, ctx, "screenshot "+name, chromedp.FullScreenshot(100))
 	dir := t.TempDir()
 	if *update {
 		dir = filepath.Join("..", "docs", "images")
@@ -139,26 +140,33 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Logf("screenshot %s (%d bytes)", filepath.Join(dir, name+".png"), len(png))
 }
 
-// text returns the text of the first element the CSS selector sel selects.
+// text returns the text of the first element the CSS selector sel selects
+// (waiting for one, within browsertest.StepTimeout).
 func text(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
-	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-	require.NoError(t, err, "%s", sel)
-	return s
+	return browsertest.Step(t, ctx, "text of "+sel, chromedp.Text(chromedp.CSS(sel)))
 }
 
 // eval evaluates a JavaScript expression (awaiting a promise).
 func eval[T any](t *testing.T, ctx context.Context, js string) T {
 	t.Helper()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
-	require.NoError(t, err, "%s", js)
-	return v
+	name, _, _ := strings.Cut(js, "\n")
+	return browsertest.Step(t, ctx, "evaluate "+name, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
 }
 
-// do runs the steps in the browser.
-func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
+// do runs the steps in the browser as one step, named step in a failure's
+// message, within browsertest.StepTimeout.
+func do(t *testing.T, ctx context.Context, step string, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	require.NoError(t, chromedp.Do(ctx, steps...))
+	browsertest.Step(t, ctx, step, chromedp.Steps(steps...))
+}
+
+// navigate runs the steps, which start one navigation (such as a click on
+// a form's button), waits until the page they lead to has loaded, and
+// returns its HTTP status.
+func navigate(t *testing.T, ctx context.Context, step string, steps ...chromedp.Action[chromedp.Void]) int64 {
+	t.Helper()
+	return browsertest.Step(t, ctx, step, browsertest.Navigation(steps...)).Status
 }
 
 // css is a CSS selector for the first element it matches.

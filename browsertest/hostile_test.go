@@ -50,15 +50,15 @@ func TestHostileInBrowser(t *testing.T) {
 	q := "stream=" + url.QueryEscape(stream)
 	for _, path := range []string{"", "pending?" + q, "pending?" + q + "&group=" + url.QueryEscape("g"+hostile), "dead?" + q,
 		"dead?" + q + "&reason=" + url.QueryEscape(hostile), "deadletter?" + q + "&ref=" + dead, "entry?" + q + "&ref=" + entry} {
-		do(t, ctx, chromedp.Navigate(site.url+path), chromedp.WaitVisible(css("main")))
+		do(t, ctx, "open /"+path, chromedp.Navigate(site.url+path), chromedp.WaitVisible(css("main")))
 		assert.Empty(t, eval[string](t, ctx, inert), "/%s", path)
 		assert.Contains(t, text(t, ctx, "main"), "<script>window.pwned=1</script>", "/%s: shown as text", path)
 	}
-	do(t, ctx, chromedp.Navigate(site.url+"tail?"+q),
+	do(t, ctx, "open the live tail", chromedp.Navigate(site.url+"tail?"+q),
 		chromedp.Poll[chromedp.Void](`document.getElementById("tail-status").textContent === "following"`))
 	_, err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: []any{"data", hostile, hostile, hostile}}).Result()
 	require.NoError(t, err)
-	do(t, ctx, chromedp.Poll[chromedp.Void](`document.querySelectorAll("#tail-rows tr").length > 0`))
+	do(t, ctx, "the tail shows the entry", chromedp.Poll[chromedp.Void](`document.querySelectorAll("#tail-rows tr").length > 0`))
 	assert.Empty(t, eval[string](t, ctx, inert), "tail")
 	assert.Contains(t, text(t, ctx, "#tail-rows"), "<img src=x", "the tail shows the text")
 }
@@ -97,7 +97,7 @@ func TestReadOnlyInBrowser(t *testing.T) {
 	require.NoError(t, err)
 	q := "stream=" + url.QueryEscape(s.stream)
 	for _, path := range []string{"", "dead?" + q, "deadletter?" + q + "&ref=" + page.DeadLetters[0].Ref, "pending?" + q} {
-		do(t, ctx, chromedp.Navigate(site.url+path), chromedp.WaitVisible(css("main")))
+		do(t, ctx, "open /"+path, chromedp.Navigate(site.url+path), chromedp.WaitVisible(css("main")))
 		n := eval[int](t, ctx, `document.querySelectorAll("form[method=post], button[type=submit][formaction], button.redrive-one, button.purge-one, input[name=csrf_token]").length`)
 		assert.Zero(t, n, "/%s: no action", path)
 		body := text(t, ctx, "body")
