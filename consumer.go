@@ -113,9 +113,11 @@ type Stats struct {
 	// pending list.
 	Reclaimed int64
 	// DeletedWhilePending counts entries that were trimmed or deleted from
-	// the stream while pending and not held by this consumer; Redis drops
-	// them from the pending list and their content is gone. (One that
-	// another consumer still held in memory may yet be completed by it.)
+	// the stream while pending and are lost: not held by this consumer
+	// (Redis drops them from the pending list and their content is gone;
+	// one another consumer holds may yet be completed by it), or held and
+	// let go unhandled (at shutdown). One this consumer holds is handled,
+	// and retried, from memory.
 	DeletedWhilePending int64
 	// LeasesLost counts entries this consumer held that another consumer
 	// took over, each once: those not started yet are not handled here;

@@ -20,6 +20,8 @@ trap 'git -C "$root" worktree remove --force "$tmp/before" >/dev/null 2>&1 || tr
 git -C "$root" worktree add -q --detach "$tmp/before" "$commit"
 rm -rf "$tmp/before/bench"
 cp -r "$here" "$tmp/before/bench"
+# The fanout mode needs taskstream; leave it out for commits older than it.
+[ -d "$tmp/before/taskstream" ] || rm -f "$tmp/before/bench"/fanout*.go
 (cd "$tmp/before/bench" && go build -o "$tmp/before.bin" .)
 (cd "$here" && go build -o "$tmp/after.bin" .)
 

@@ -86,6 +86,7 @@ var fanoutFlags struct {
 }
 
 func init() {
+	fanoutMode = (*bench).fanoutMode
 	flag.StringVar(&fanoutFlags.subs, "fanout-subs", "1000,10000", "fanout mode: comma-separated subscriber counts (-smoke: 200)")
 	flag.IntVar(&fanoutFlags.rate, "fanout-rate", 1000, "fanout mode: completions per second (-smoke: 200)")
 	flag.DurationVar(&fanoutFlags.duration, "fanout-duration", 10*time.Second, "fanout mode: how long to publish (-smoke: 1s)")

@@ -125,6 +125,11 @@ func main() {
 	}
 }
 
+// fanoutMode runs the fanout mode when it is wanted (fanout.go sets it; a
+// build without that file, as compare.sh makes for a commit older than
+// taskstream, has no fanout mode).
+var fanoutMode func(b *bench, ctx context.Context) (done bool, err error)
+
 func run(o options) error {
 	if o.n < 10 || o.runs < 1 || o.rate < 1 || o.duration <= 0 {
 		return errors.New("-n must be at least 10, -runs, -rate and -duration positive")
@@ -173,8 +178,10 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	if done, err := b.fanoutMode(ctx); done || err != nil { // fanout.go
-		return err
+	if fanoutMode != nil { // fanout.go
+		if done, err := fanoutMode(b, ctx); done || err != nil {
+			return err
+		}
 	}
 	b.fx = newFixtures(o.fixtureSize())
 	b.memFx = newFixtures(memTasks)

@@ -190,6 +190,15 @@ func (a *acker) send(ctx context.Context, batch []*Delivery) ([]*Delivery, strin
 	return f.rest, f.op, f.err
 }
 
+// settled drops settled deliveries from the held set and releases what
+// they refer to.
+func (e *Engine) settled(ds ...*Delivery) {
+	e.held.done(ds...)
+	for _, d := range ds {
+		d.release()
+	}
+}
+
 // checkLapsed runs the lease script over the deliveries of batch whose
 // claim lapsed (this process was paused, or Redis did not answer, for most
 // of ClaimMinIdle): another consumer may have taken them over, and even
@@ -346,12 +355,12 @@ func (a *acker) ackAndMove(ctx context.Context, s *sorted, f *failures) {
 		f.add("xack", ack.Err(), s.acks...)
 	} else if len(s.acks) > 0 {
 		e.rep.ok()
-		e.held.done(s.acks...)
 		for _, d := range s.acks {
 			if d.dl != nil {
 				e.deadLettered(d)
 			}
 		}
+		e.settled(s.acks...)
 	}
 	var gone []*Delivery
 	for i, d := range s.scripted {

@@ -178,7 +178,7 @@ func (e *Engine) settleScript(ctx context.Context, d *Delivery, cmd *redis.Cmd) 
 	default:
 		e.log.Info("entry was no longer pending when it was to be dead-lettered (handled or trimmed meanwhile); nothing moved", slog.String("id", d.ID))
 	}
-	e.held.done(d)
+	e.settled(d)
 	return nil
 }
 

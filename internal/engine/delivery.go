@@ -47,6 +47,11 @@ type Delivery struct {
 	oversize bool   // over MaxPayloadBytes or MaxEntryFields: dead-lettered without its fields
 	lost     bool   // another consumer took it over, or it was acknowledged elsewhere
 	settling bool   // handed to the acker: its outcome is decided
+	// gone: deleted from the stream (trimmed, XDEL) while held, and its
+	// pending entry cleared: this copy is all that is left of it. It is
+	// retried from memory, and counted as deleted while pending if it is
+	// let go unhandled.
+	gone bool
 	dl       *deadLetterMove
 	record   string // Outcome.Record to write before the XACK
 	recordMS int64  // its TTL in milliseconds
@@ -57,3 +62,12 @@ const (
 	notQueued = -1 // held, not waiting for a retry
 	claiming  = -2 // its retry is due: the retrier is claiming it back
 )
+
+// release drops what a settled (or skipped) delivery refers to: the
+// deliveries of one read share an array, which stays in memory while any of
+// them is held, and must not keep the entries of the others with it. Only
+// the goroutine that settles d calls it, once nothing else reads d.
+func (d *Delivery) release() {
+	d.Fields, d.Msg, d.Pre, d.Bad, d.dl = nil, wire.Message{}, nil, nil, nil
+}
+

@@ -145,6 +145,7 @@ func (e *Engine) dispatchPending(msgs []redis.XMessage, claimed bool) bool {
 			keep = append(keep, d)
 		}
 	}
+	clear(ds[len(keep):]) // stale copies would keep their entries in memory
 	return e.dispatch(keep, claimed, true)
 }
 

@@ -111,7 +111,8 @@ func New(p Params) *Engine {
 	if p.Live == nil {
 		p.Live = &LiveSet{}
 	}
-	e := &Engine{p: p, log: p.Log, stop: make(chan struct{}), held: newHeld()}
+	e := &Engine{p: p, log: p.Log, stop: make(chan struct{})}
+	e.held = newHeld(e.reportDeleted)
 	e.rep.e = e
 	shards := 1
 	if p.OrderByTask {

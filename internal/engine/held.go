@@ -27,16 +27,14 @@ type held struct {
 	room chan struct{}
 
 	count atomic.Int64 // len(m), for Stats.InFlight without the lock
+
+	// onLost is called, without the lock, with the ids of gone deliveries
+	// (see Delivery.gone) let go unhandled: they are lost.
+	onLost func(ids []string)
 }
 
-func newHeld() *held {
-	return &held{m: make(map[string]*Delivery), room: make(chan struct{}, 1)}
-}
-
-// copyOf returns a heap copy of d.
-func copyOf(d *Delivery) *Delivery {
-	c := *d
-	return &c
+func newHeld(onLost func(ids []string)) *held {
+	return &held{m: make(map[string]*Delivery), room: make(chan struct{}, 1), onLost: onLost}
 }
 
 // currentEpoch returns the epoch.
@@ -59,9 +57,11 @@ func (h *held) track(ds []Delivery, preempt bool) []*Delivery {
 	for i := range ds {
 		d := &ds[i]
 		if d.epoch != h.epoch {
+			d.release()
 			continue
 		}
 		if _, ok := h.acked[d.ID]; ok {
+			d.release()
 			continue
 		}
 		if old, ok := h.m[d.ID]; ok {
@@ -74,16 +74,14 @@ func (h *held) track(ds []Delivery, preempt bool) []*Delivery {
 				if old.retryIdx != notQueued {
 					old.touched, old.Count = d.touched, max(old.Count, d.Count)
 				}
+				d.release()
 				continue
 			}
 			// It was waiting for a retry: deliver it now instead.
 			h.retries.remove(old)
 			h.drop(old)
+			old.release()
 		}
-		// A copy of its own: a pointer into ds would keep the whole batch,
-		// and the fields of entries long settled, in memory for as long
-		// as any one of them is held.
-		d = copyOf(d)
 		d.retryIdx = notQueued
 		h.m[d.ID] = d
 		h.bytes += int64(d.size)
@@ -121,27 +119,44 @@ func (h *held) done(ds ...*Delivery) {
 			h.acked[d.ID] = struct{}{}
 		}
 	}
+	for _, d := range ds {
+		d.gone = false // settled: not lost
+	}
 	h.forgetLocked(ds)
 	h.mu.Unlock()
 }
 
-// forget drops deliveries that stay pending in Redis.
+// forget drops deliveries that stay pending in Redis; those gone from it
+// are lost, and reported.
 func (h *held) forget(ds ...*Delivery) {
 	h.mu.Lock()
-	h.forgetLocked(ds)
+	lost := h.forgetLocked(ds)
 	h.mu.Unlock()
+	h.reportLost(lost)
 }
 
-func (h *held) forgetLocked(ds []*Delivery) {
+// forgetLocked drops ds and returns the ids of the gone ones among them.
+func (h *held) forgetLocked(ds []*Delivery) []string {
+	var lost []string
 	for _, d := range ds {
 		if h.m[d.ID] == d {
 			if d.retryIdx >= 0 {
 				h.retries.remove(d)
 			}
 			h.drop(d)
+			if d.gone {
+				lost = append(lost, d.ID)
+			}
 		}
 	}
 	h.count.Store(int64(len(h.m)))
+	return lost
+}
+
+func (h *held) reportLost(ids []string) {
+	if len(ids) > 0 && h.onLost != nil {
+		h.onLost(ids)
+	}
 }
 
 // drop deletes d from m and its bytes from the budget; h.mu is held.
@@ -165,11 +180,19 @@ func (h *held) newEpoch() {
 	h.mu.Unlock()
 }
 
-// forgetAll forgets everything held, at the end of a run.
+// forgetAll forgets everything held, at the end of a run (reporting the
+// gone deliveries, which are lost).
 func (h *held) forgetAll() {
 	h.mu.Lock()
+	var lost []string
+	for id, d := range h.m {
+		if d.gone {
+			lost = append(lost, id)
+		}
+	}
 	h.clear()
 	h.mu.Unlock()
+	h.reportLost(lost)
 }
 
 func (h *held) clear() {
@@ -210,7 +233,7 @@ func (h *held) schedule(d *Delivery, at int64, limit int) bool {
 	if h.m[d.ID] != d {
 		return false // forgotten meanwhile (a new epoch)
 	}
-	if len(h.retries) >= limit {
+	if len(h.retries) >= limit && !d.gone { // a gone one has no copy in Redis to wait in
 		h.drop(d)
 		h.count.Store(int64(len(h.m)))
 		return false
@@ -343,10 +366,12 @@ func (h *held) isLost(d *Delivery) bool {
 	return d.lost
 }
 
-// goneUnlessHeld splits ids the server found deleted from the stream into
-// those lost for good (not held, or waiting for a retry, which are
-// forgotten) and keeps the held ones, which a worker is handling, and
-// those acknowledged since the guarded read began. Call it while guarded.
+// goneUnlessHeld takes ids the server found deleted from the stream (and
+// dropped from the pending list) and returns those lost for good: not
+// held. Held ones, being handled or waiting for their retry, are marked
+// gone: this copy is all that is left of them, and they are handled (and
+// retried) from memory. Those acknowledged since the guarded read began
+// were handled. Call it while guarded.
 func (h *held) goneUnlessHeld(ids []string) []string {
 	lost := ids[:0:0]
 	h.mu.Lock()
@@ -355,21 +380,20 @@ func (h *held) goneUnlessHeld(ids []string) []string {
 		d, ok := h.m[id]
 		_, acked := h.acked[id]
 		switch {
-		case !ok && acked:
-			// Handled here, and acknowledged since the guarded read that
-			// found it deleted was sent: not lost.
-		case !ok:
+		case ok:
+			d.gone = true
+		case !acked:
 			lost = append(lost, id)
-		case d.retryIdx >= 0:
-			// Waiting for its retry: gone for good. Out of the queue and
-			// the held set in one step, so the retry never runs.
-			lost = append(lost, id)
-			h.retries.remove(d)
-			h.drop(d)
 		}
 	}
-	h.count.Store(int64(len(h.m)))
 	return lost
+}
+
+// isGone reports whether d was found gone from the stream.
+func (h *held) isGone(d *Delivery) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return d.gone
 }
 
 // retryHeap is a min-heap of deliveries by retryAt.

@@ -16,7 +16,7 @@ func deliveries(ids ...string) []Delivery {
 }
 
 func TestHeldTrackForgetDone(t *testing.T) {
-	h := newHeld()
+	h := newHeld(nil)
 	got := h.track(deliveries("1-0", "2-0"), false)
 	require.Len(t, got, 2)
 	assert.EqualValues(t, 2, h.count.Load())
@@ -34,7 +34,7 @@ func TestHeldTrackForgetDone(t *testing.T) {
 }
 
 func TestHeldGuardRemembersAcksDuringAPendingRead(t *testing.T) {
-	h := newHeld()
+	h := newHeld(nil)
 	d := h.track(deliveries("1-0"), false)[0]
 	h.guard()
 	h.done(d) // acknowledged while the read is under way
@@ -44,7 +44,7 @@ func TestHeldGuardRemembersAcksDuringAPendingRead(t *testing.T) {
 }
 
 func TestHeldNewEpochDropsOldDeliveries(t *testing.T) {
-	h := newHeld()
+	h := newHeld(nil)
 	old := deliveries("1-0")
 	h.track(old, false)
 	h.newEpoch()
@@ -57,7 +57,7 @@ func TestHeldNewEpochDropsOldDeliveries(t *testing.T) {
 }
 
 func TestHeldRetries(t *testing.T) {
-	h := newHeld()
+	h := newHeld(nil)
 	ds := h.track(deliveries("1-0", "2-0", "3-0"), false)
 	require.True(t, h.schedule(ds[0], 30, 10))
 	require.True(t, h.schedule(ds[1], 10, 10))
@@ -80,20 +80,37 @@ func TestHeldRetries(t *testing.T) {
 }
 
 func TestHeldGoneUnlessHeld(t *testing.T) {
-	h := newHeld()
-	ds := h.track(deliveries("1-0", "2-0", "3-0"), false)
+	h := newHeld(nil)
+	var reported []string
+	h.onLost = func(ids []string) { reported = append(reported, ids...) }
+	ds := h.track(deliveries("1-0", "2-0", "3-0", "4-0"), false)
 	require.True(t, h.schedule(ds[1], 50, 10))
 	h.guard() // an XAUTOCLAIM is sent; 3-0 is acknowledged before its reply
 	h.done(ds[2])
-	lost := h.goneUnlessHeld([]string{"1-0", "2-0", "3-0", "9-0"})
+	lost := h.goneUnlessHeld([]string{"1-0", "2-0", "3-0", "4-0", "9-0"})
 	h.unguard()
-	assert.Equal(t, []string{"2-0", "9-0"}, lost, "a handled one and one acknowledged meanwhile are not lost; a waiting one and an unknown one are")
+	assert.Equal(t, []string{"9-0"}, lost, "held ones (handled, or waiting for a retry) and one acknowledged meanwhile are not lost; an unknown one is")
+	assert.True(t, ds[0].gone && ds[1].gone && ds[3].gone, "held ones are marked gone: handled from memory")
 	due, _ := h.due(100)
-	assert.Empty(t, due)
+	assert.Equal(t, []*Delivery{ds[1]}, due, "the waiting one is retried, from memory")
+
+	// Settled: not lost. Let go unhandled: lost, and reported.
+	h.done(ds[0])
+	h.forget(ds[3])
+	assert.Equal(t, []string{"4-0"}, reported)
+	h.forgetAll()
+	assert.Equal(t, []string{"4-0", "2-0"}, reported, "forgetAll reports the gone ones it drops")
+
+	// A gone one is not turned away by the retry limit: Redis has no copy.
+	h = newHeld(nil)
+	ds = h.track(deliveries("5-0", "6-0"), false)
+	require.True(t, h.schedule(ds[0], 50, 1))
+	h.goneUnlessHeld([]string{"6-0"})
+	assert.True(t, h.schedule(ds[1], 60, 1), "over the limit, but gone")
 }
 
 func TestHeldRenewedMarksLostOnce(t *testing.T) {
-	h := newHeld()
+	h := newHeld(nil)
 	h.track(deliveries("1-0", "2-0"), false)
 	ids := h.toRenew(1 << 62)
 	require.Len(t, ids, 2)
@@ -109,7 +126,7 @@ func TestHeldRenewedMarksLostOnce(t *testing.T) {
 // finished it) is lost while its outcome here is undecided; once decided,
 // only the acker, which has not sent its XACK yet, can tell.
 func TestHeldRenewedAcked(t *testing.T) {
-	h := newHeld()
+	h := newHeld(nil)
 	ds := h.track(deliveries("1-0", "2-0", "3-0"), false)
 	h.settle(ds[1])
 	h.settle(ds[2])

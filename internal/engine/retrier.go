@@ -57,35 +57,23 @@ func (r *retrier) run() {
 	}
 }
 
-// redeliver claims d back from Redis and hands it to a worker.
+// redeliver claims d back from Redis and hands it to a worker. An entry
+// gone from the stream (trimmed while it waited) is handed over from
+// memory: this copy is all that is left of it.
 func (r *retrier) redeliver(d *Delivery) {
 	e := r.e
 	if e.stopped() {
 		e.held.forget(d) // stays pending
 		return
 	}
-	var msgs []redis.XMessage
-	var err error
-	for attempt := 0; ; attempt++ {
-		touched, current := e.held.touchedAt(d)
-		if !current { // its stream was deleted meanwhile
-			return
-		}
-		minIdle := max(time.Duration(e.now()-touched)-5*time.Millisecond, 0)
-		msgs, err = e.p.Client.XClaim(e.ioCtx, &redis.XClaimArgs{
-			Stream: e.p.Stream, Group: e.p.Group, Consumer: e.p.Consumer,
-			MinIdle: minIdle, Messages: []string{d.ID},
-		}).Result()
-		if err != nil || len(msgs) > 0 || attempt > 0 {
-			break
-		}
-		// Nothing claimed: if this consumer itself reset the entry's idle
-		// time meanwhile (a lease renewal, a re-read of its pending list),
-		// touched moved on; claim again with it.
-		if now, _ := e.held.touchedAt(d); now == touched {
-			break
-		}
+	if _, current := e.held.touchedAt(d); !current {
+		return // its stream was deleted meanwhile: forgotten already
 	}
+	if e.held.isGone(d) {
+		r.handOver(d, d.Fields)
+		return
+	}
+	msgs, err := r.claim(d)
 	if err != nil {
 		// Leave it pending: XAUTOCLAIM picks it up after ClaimMinIdle.
 		e.rep.fail("xclaim", err, slog.String("id", d.ID))
@@ -93,18 +81,51 @@ func (r *retrier) redeliver(d *Delivery) {
 		return
 	}
 	if len(msgs) == 0 || msgs[0].Values == nil {
-		e.held.forget(d)
 		// Redis 7 answers nothing both for an entry someone else holds and
 		// for one trimmed while pending (which XCLAIM also drops from the
 		// pending list): ask the stream which.
 		if gone, err := r.entryGone(d.ID); err == nil && gone {
-			e.reportDeleted([]string{d.ID})
-		} else {
-			e.log.Info("entry due for retry is no longer ours (claimed by another consumer, or handled)", slog.String("id", d.ID))
+			e.held.goneUnlessHeld([]string{d.ID}) // marks it gone
+			r.handOver(d, d.Fields)
+			return
 		}
+		e.held.forget(d)
+		e.log.Info("entry due for retry is no longer ours (claimed by another consumer, or handled)", slog.String("id", d.ID))
 		return
 	}
-	if !e.held.claimedBack(d, msgs[0].Values, e.now()) {
+	r.handOver(d, msgs[0].Values)
+}
+
+// claim runs the XCLAIM of d, with the idle time this consumer last left
+// it at, once more if a renewal moved that meanwhile.
+func (r *retrier) claim(d *Delivery) ([]redis.XMessage, error) {
+	e := r.e
+	for attempt := 0; ; attempt++ {
+		touched, current := e.held.touchedAt(d)
+		if !current { // its stream was deleted meanwhile
+			return nil, nil
+		}
+		minIdle := max(time.Duration(e.now()-touched)-5*time.Millisecond, 0)
+		msgs, err := e.p.Client.XClaim(e.ioCtx, &redis.XClaimArgs{
+			Stream: e.p.Stream, Group: e.p.Group, Consumer: e.p.Consumer,
+			MinIdle: minIdle, Messages: []string{d.ID},
+		}).Result()
+		if err != nil || len(msgs) > 0 || attempt > 0 {
+			return msgs, err
+		}
+		// Nothing claimed: if this consumer itself reset the entry's idle
+		// time meanwhile (a lease renewal, a re-read of its pending list),
+		// touched moved on; claim again with it.
+		if now, _ := e.held.touchedAt(d); now == touched {
+			return nil, nil
+		}
+	}
+}
+
+// handOver queues d again, claimed back with fields.
+func (r *retrier) handOver(d *Delivery, fields map[string]any) {
+	e := r.e
+	if !e.held.claimedBack(d, fields, e.now()) {
 		return
 	}
 	e.p.Stats.Delivered.Add(1)

@@ -128,6 +128,7 @@ func (w *worker) process(d *Delivery) {
 		e.acker.add(d)
 	case Leave:
 		e.held.forget(d)
+		d.release()
 		if e.stopped() || e.cutOff.Load() {
 			e.log.Debug("handler stopped before finishing; the entry stays pending for a later delivery", slog.String("id", d.ID))
 		}
