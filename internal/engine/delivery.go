@@ -51,7 +51,7 @@ type Delivery struct {
 	// pending entry cleared: this copy is all that is left of it. It is
 	// retried from memory, and counted as deleted while pending if it is
 	// let go unhandled.
-	gone bool
+	gone     bool
 	dl       *deadLetterMove
 	record   string // Outcome.Record to write before the XACK
 	recordMS int64  // its TTL in milliseconds
@@ -70,4 +70,3 @@ const (
 func (d *Delivery) release() {
 	d.Fields, d.Msg, d.Pre, d.Bad, d.dl = nil, wire.Message{}, nil, nil, nil
 }
-
