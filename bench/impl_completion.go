@@ -21,6 +21,8 @@ func runCompletion(ctx context.Context, e *env) error {
 		Concurrency: e.concurrency,
 		BatchSize:   e.batch,
 		Logger:      e.log,
+
+		MaxReadAheadBytes: e.readAhead,
 	})
 	if err != nil {
 		return err

@@ -61,6 +61,7 @@ type options struct {
 	memProfile string
 	memRate    int
 	batch      int
+	readAhead  int64
 	smoke      bool
 	memN       string
 	memNs      []int // parsed from memN
@@ -114,6 +115,7 @@ func main() {
 	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the whole program to this file")
 	flag.IntVar(&o.memRate, "memprofilerate", 0, "runtime.MemProfileRate to use with -memprofile (0: Go's default; 1: every allocation)")
 	flag.IntVar(&o.batch, "batch", 0, "completion Config.BatchSize (0: the library default); for experiments")
+	flag.Int64Var(&o.readAhead, "readahead", 0, "completion Config.MaxReadAheadBytes (0: the library default); for experiments")
 	flag.BoolVar(&o.smoke, "smoke", false, "quick check: n=2000, latency 1s at 1000 msgs/s, 1 run")
 	flag.Parse()
 	if o.smoke {
@@ -348,6 +350,7 @@ type env struct {
 	// concurrency and batch are the wanted Config.Concurrency and
 	// Config.BatchSize (completion only; 0 means the default).
 	concurrency, batch int
+	readAhead          int64 // Config.MaxReadAheadBytes (completion only; 0: the default)
 	log                *slog.Logger
 	fx                 *fixtures
 	handle             func(result []byte) // the handler's work; call once per message
@@ -640,6 +643,7 @@ func (b *bench) start(ctx context.Context, im impl, s *session) *running {
 		consumer:    fmt.Sprintf("%s-c%d-%d", im.name, im.concurrency, b.seq),
 		concurrency: im.concurrency,
 		batch:       b.opts.batch,
+		readAhead:   b.opts.readAhead,
 		log:         b.log,
 		fx:          fx,
 		handle:      s.handle,

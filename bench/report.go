@@ -78,16 +78,16 @@ func (rep report) settings() string {
 // when there are none.
 func (rep report) table() string {
 	var b strings.Builder
-	b.WriteString("| impl | mode | concurrency | msgs/s | allocs/msg | p50 ms | p99 ms | max ms |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| impl | mode | concurrency | msgs/s | CPU µs/msg | allocs/msg | p50 ms | p99 ms | max ms |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	n := 0
 	for _, r := range rep.rows {
 		if r.mode == modeMemory {
 			continue
 		}
 		n++
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s |\n", r.impl, r.mode, r.concurrency,
-			num(r.m.msgsPerS, "%.0f"), num(r.m.allocsPerMsg, "%.1f"),
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", r.impl, r.mode, r.concurrency,
+			num(r.m.msgsPerS, "%.0f"), num(r.m.cpuUSPerMsg, "%.2f"), num(r.m.allocsPerMsg, "%.1f"),
 			num(r.m.p50ms, "%.3f"), num(r.m.p99ms, "%.3f"), num(r.m.maxms, "%.3f"))
 	}
 	if n == 0 {
@@ -143,8 +143,8 @@ func (rep report) ratios() string {
 	}
 	var b strings.Builder
 	b.WriteString("Throughput of completion relative to the peers (higher is better):\n\n")
-	b.WriteString("| completion | vs python-loop | vs watermill | vs bare-go-redis | allocs/msg vs bare-go-redis |\n")
-	b.WriteString("|---|---:|---:|---:|---:|\n")
+	b.WriteString("| completion | vs python-loop | vs watermill | vs bare-go-redis | CPU/msg vs bare-go-redis | allocs/msg vs bare-go-redis |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.rows {
 		if r.impl != "completion" || r.mode != modeThroughput {
 			continue
@@ -158,10 +158,10 @@ func (rep report) ratios() string {
 			}
 			fmt.Fprintf(&b, " %.2fx |", r.m.msgsPerS/p.m.msgsPerS)
 		}
-		if p, ok := rep.find("bare-go-redis", modeThroughput, 0); ok && p.m.allocsPerMsg > 0 {
-			fmt.Fprintf(&b, " %.2fx |\n", r.m.allocsPerMsg/p.m.allocsPerMsg)
+		if p, ok := rep.find("bare-go-redis", modeThroughput, 0); ok && p.m.allocsPerMsg > 0 && p.m.cpuUSPerMsg > 0 {
+			fmt.Fprintf(&b, " %.2fx | %.2fx |\n", r.m.cpuUSPerMsg/p.m.cpuUSPerMsg, r.m.allocsPerMsg/p.m.allocsPerMsg)
 		} else {
-			b.WriteString(" – |\n")
+			b.WriteString(" – | – |\n")
 		}
 	}
 	return b.String()
@@ -182,12 +182,16 @@ func (rep report) targets() string {
 		for _, g := range []struct {
 			peer string
 			want float64
-		}{{"python-loop", 12}, {"watermill", 15}, {"bare-go-redis", 0.9}} {
+		}{{"python-loop", 12}, {"watermill", 15}, {"bare-go-redis", 1}} {
 			if p, ok := rep.find(g.peer, modeThroughput, 0); ok && p.m.msgsPerS > 0 {
 				goals = append(goals, goal{"throughput vs " + g.peer, c.m.msgsPerS / p.m.msgsPerS, g.want, true, "x"})
 			}
 		}
-		goals = append(goals, goal{"allocs/msg", c.m.allocsPerMsg, 10, false, ""})
+		if p, ok := rep.find("bare-go-redis", modeThroughput, 0); ok && p.m.cpuUSPerMsg > 0 && p.m.allocsPerMsg > 0 {
+			goals = append(goals,
+				goal{"CPU/msg vs bare-go-redis", c.m.cpuUSPerMsg / p.m.cpuUSPerMsg, 1.1, false, "x"},
+				goal{"allocs/msg vs bare-go-redis", c.m.allocsPerMsg / p.m.allocsPerMsg, 1, false, "x"})
+		}
 	}
 	if c, ok := rep.find("completion", modeLatency, def); ok {
 		goals = append(goals, goal{fmt.Sprintf("latency p99 at %d msgs/s", rep.opts.rate), c.m.p99ms, 1, false, " ms"})
