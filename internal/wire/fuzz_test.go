@@ -14,7 +14,7 @@ import (
 //
 // Seeds live in testdata/fuzz/FuzzDecodeMessage as well as below.
 func FuzzDecodeMessage(f *testing.F) {
-	for _, g := range goldenCases {
+	for _, g := range goldenCases(f) {
 		f.Add([]byte(g.golden))
 	}
 	for _, s := range []string{

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,65 +16,44 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// goldenCases hold the exact bytes the Python side writes. They were produced
-// with python3 json.dumps(d, separators=(",", ":"), ensure_ascii=False) on a
-// dict with the model's key order, which writes what pydantic v2
-// model_dump_json() writes for these values: both escape only '"', '\\' and
-// control characters (\b \f \n \r \t short, the rest as lowercase \u00XX) and
-// leave DEL, U+2028 and U+2029 raw.
-var goldenCases = []struct {
+// goldenCases returns messages with the exact bytes the Python side writes
+// for them, from testdata/golden.json (read by the tests of package wire and of the root
+// package alike). They were produced with python3 json.dumps(d,
+// separators=(",", ":"), ensure_ascii=False) on a dict with the model's key
+// order, which writes what pydantic v2 model_dump_json() writes for these
+// values: both escape only '"', '\\' and control characters (\b \f \n \r
+// \t short, the rest as lowercase \u00XX) and leave DEL, U+2028 and U+2029
+// raw.
+func goldenCases(t testing.TB) []goldenCase {
+	t.Helper()
+	data, err := os.ReadFile("testdata/golden.json")
+	require.NoError(t, err)
+	var recs []struct {
+		Name        string `json:"name"`
+		OperationID string `json:"operation_id"`
+		TaskID      string `json:"task_id"`
+		Success     bool   `json:"success"`
+		Result      string `json:"result_json"`
+		Error       string `json:"error"`
+		Golden      string `json:"golden"`
+	}
+	require.NoError(t, json.Unmarshal(data, &recs))
+	out := make([]goldenCase, len(recs))
+	for i, r := range recs {
+		out[i] = goldenCase{name: r.Name, golden: r.Golden, msg: Message{
+			OperationID: r.OperationID, TaskID: r.TaskID, Success: r.Success, Error: r.Error}}
+		if r.Result != "" {
+			out[i].msg.Result = json.RawMessage(r.Result)
+		}
+	}
+	return out
+}
+
+// goldenCase is a message and the bytes it encodes to.
+type goldenCase struct {
 	name   string
 	msg    Message
 	golden string
-}{
-	{
-		name:   "success with null result",
-		msg:    Message{OperationID: "op-1", TaskID: "t-1", Success: true},
-		golden: `{"operation_id":"op-1","task_id":"t-1","success":true,"result":null,"error":null}`,
-	},
-	{
-		name:   "string result with html characters",
-		msg:    Message{OperationID: "op-2", TaskID: "t-2", Success: true, Result: json.RawMessage(`"done: <b>ok</b> & more"`)},
-		golden: `{"operation_id":"op-2","task_id":"t-2","success":true,"result":"done: <b>ok</b> & more","error":null}`,
-	},
-	{
-		name:   "nested object keeps key order",
-		msg:    Message{OperationID: "op-3", TaskID: "t-3", Success: true, Result: json.RawMessage(`{"z":1,"a":{"y":[1,2],"b":null},"m":"x"}`)},
-		golden: `{"operation_id":"op-3","task_id":"t-3","success":true,"result":{"z":1,"a":{"y":[1,2],"b":null},"m":"x"},"error":null}`,
-	},
-	{
-		name:   "non-ASCII inside an object result",
-		msg:    Message{OperationID: "op-4", TaskID: "t-4", Success: true, Result: json.RawMessage(`{"text":"héllo 世界 🎉"}`)},
-		golden: `{"operation_id":"op-4","task_id":"t-4","success":true,"result":{"text":"héllo 世界 🎉"},"error":null}`,
-	},
-	{
-		name:   "non-ASCII ids and string result",
-		msg:    Message{OperationID: "op-é", TaskID: "tâche-世界", Success: true, Result: json.RawMessage(`"héllo 世界 🎉"`)},
-		golden: `{"operation_id":"op-é","task_id":"tâche-世界","success":true,"result":"héllo 世界 🎉","error":null}`,
-	},
-	{
-		name:   "html characters are not escaped",
-		msg:    Message{OperationID: "<op>&", TaskID: "<t>&", Error: "a < b && c > d"},
-		golden: `{"operation_id":"<op>&","task_id":"<t>&","success":false,"result":null,"error":"a < b && c > d"}`,
-	},
-	{
-		name:   "failure with error text",
-		msg:    Message{OperationID: "op-6", TaskID: "t-6", Error: "tool failed: timeout"},
-		golden: `{"operation_id":"op-6","task_id":"t-6","success":false,"result":null,"error":"tool failed: timeout"}`,
-	},
-	{
-		name: "error text with quotes, backslash and control characters",
-		msg: Message{OperationID: "op-7", TaskID: "t-7",
-			Error: "line1\nline2\t\"quoted\" back\\slash \x00\x01\x1f\x7f \u2028\u2029 \b\f\r /"},
-		golden: `{"operation_id":"op-7","task_id":"t-7","success":false,"result":null,"error":"line1\nline2\t\"quoted\" back\\slash \u0000\u0001\u001f` +
-			"\x7f \u2028\u2029" + ` \b\f\r /"}`,
-	},
-	{
-		name: "escaped string result",
-		msg: Message{OperationID: "op-8", TaskID: "t-8", Success: true,
-			Result: StringResult("multi\nline \"quoted\" \\ \x1f \u2028")},
-		golden: `{"operation_id":"op-8","task_id":"t-8","success":true,"result":"multi\nline \"quoted\" \\ \u001f ` + "\u2028" + `","error":null}`,
-	},
 }
 
 // The methods of completion.Message, for the tests moved here with the
@@ -681,7 +661,7 @@ func TestDecodeMatchesReference(t *testing.T) {
 		`{}`,
 		`{"operation_id":"o","task_id":"t","success":"true","result":{"a":01}}`,
 	}
-	for _, g := range goldenCases {
+	for _, g := range goldenCases(t) {
 		inputs = append(inputs, g.golden)
 	}
 	for _, tc := range decodeCases {
