@@ -76,6 +76,20 @@ type rssSampler struct {
 }
 
 // sampleRSS starts a sampler whose peak starts at the given reading.
+// startSampling collects garbage, returns freed memory to the OS, takes the
+// baseline RSS and starts sampling from there.
+func startSampling() (baseline uint64, smp *rssSampler, err error) {
+	runtime.GC()
+	debug.FreeOSMemory()
+	baseline, err = readRSS()
+	if err != nil {
+		return 0, nil, err
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return baseline, sampleRSS(baseline, ms.HeapInuse), nil
+}
+
 func sampleRSS(rss, heap uint64) *rssSampler {
 	s := &rssSampler{stop: make(chan struct{}), done: make(chan struct{}), peak: rss, heap: heap}
 	go s.loop()
@@ -137,15 +151,10 @@ func (b *bench) memory(ctx context.Context, im impl, n int) (measure, error) {
 		return measure{}, err
 	}
 
-	runtime.GC()
-	debug.FreeOSMemory()
-	baseline, err := readRSS()
+	baseline, smp, err := startSampling()
 	if err != nil {
 		return measure{}, err
 	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	smp := sampleRSS(baseline, ms.HeapInuse)
 	start := time.Now()
 	r := b.start(ctx, im, s)
 	if err := b.waitDrained(ctx, s, r, 10*time.Minute); err != nil {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -70,15 +68,10 @@ func (b *bench) largeOnce(ctx context.Context, c largeCase) (measure, error) {
 	if err := b.createGroup(ctx, s); err != nil {
 		return measure{}, err
 	}
-	runtime.GC()
-	debug.FreeOSMemory()
-	baseline, err := readRSS()
+	baseline, smp, err := startSampling()
 	if err != nil {
 		return measure{}, err
 	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	smp := sampleRSS(baseline, ms.HeapInuse)
 	start := time.Now()
 	im := impl{name: "completion", concurrency: 16, run: runCompletion}
 	r := b.start(ctx, im, s)
