@@ -164,3 +164,64 @@ func (p *blockingProcessor) Process(ctx context.Context, _ *Delivery) Outcome {
 	}
 	return Outcome{Kind: Ack}
 }
+
+// opProcessor holds the delivery of operation "hold" until release is
+// closed, acknowledges every other one, and tells each call's operation id
+// on calls.
+type opProcessor struct {
+	release chan struct{}
+	calls   chan string
+}
+
+func (p *opProcessor) Prefetch(context.Context, []*Delivery) {}
+
+func (p *opProcessor) Process(ctx context.Context, d *Delivery) Outcome {
+	op := d.Msg.OperationID
+	p.calls <- op
+	if op == "hold" {
+		select {
+		case <-p.release:
+		case <-ctx.Done():
+			return Outcome{Kind: Leave}
+		}
+	}
+	return Outcome{Kind: Ack}
+}
+
+// TestReadOfAResetGroupStartsANewEpoch: the stream is deleted and
+// recreated, with its group, in one transaction while the engine holds an
+// entry, so the engine gets no error; the new stream's first entry has the
+// id of the held one. The engine must see the reset in the ids it reads
+// and handle the new entry, not take it for a re-read of the held one (and
+// acknowledge it unhandled when the held one finishes).
+func TestReadOfAResetGroupStartsANewEpoch(t *testing.T) {
+	ctx := context.Background()
+	p := &opProcessor{release: make(chan struct{}), calls: make(chan string, 8)}
+	e, fake, rdb := testEngine(t, p)
+	entry := func(op string) []any {
+		return []any{"data", `{"operation_id":"` + op + `","task_id":"t","success":true,"result":null,"error":null}`}
+	}
+	require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: "s", ID: "5-0", Values: entry("hold")}).Err())
+	runEngine(t, e)
+	defer close(p.release)
+	require.Equal(t, "hold", <-p.calls)
+
+	_, err := rdb.TxPipelined(ctx, func(tx redis.Pipeliner) error {
+		tx.Del(ctx, "s")
+		tx.XGroupCreateMkStream(ctx, "s", "g", "0")
+		tx.XAdd(ctx, &redis.XAddArgs{Stream: "s", ID: "5-0", Values: entry("new")})
+		return nil
+	})
+	require.NoError(t, err)
+	select {
+	case op := <-p.calls:
+		assert.Equal(t, "new", op)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the new stream's entry, with the id of a held one, was not handled")
+	}
+	require.Eventually(t, func() bool {
+		fake.Advance(time.Millisecond) // AckDelay
+		n, err := rdb.XPending(ctx, "s", "g").Result()
+		return err == nil && n.Count == 0
+	}, 10*time.Second, time.Millisecond, "the new entry is not acknowledged")
+}

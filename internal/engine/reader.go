@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,6 +27,9 @@ type reader struct {
 	exited   chan struct{} // closed when loop returns
 	bo       backoff
 	win      window // how many entries the next read may bring
+	// last is the id of the last entry a read of new entries (">")
+	// brought in this epoch; see checkReset.
+	last string
 }
 
 // start creates the group, from the stream's first entry (MKSTREAM), and on
@@ -206,6 +211,7 @@ func (r *reader) loop() {
 		e.rep.ok()
 		r.win.observe(msgs, count, e.p.BatchSize)
 		if !ownPending {
+			r.checkReset(msgs)
 			if e.State() == StateStarting {
 				e.setState(StateRunning)
 			}
@@ -226,6 +232,51 @@ func (r *reader) loop() {
 			}
 		}
 	}
+}
+
+// checkReset notices a group reset behind the reader's back. A read of
+// new entries (">") brings only entries after every one the group
+// delivered before, so an id not after the last one read means that the
+// stream was deleted and recreated (another consumer saw the deletion and
+// recreated the group; this one was not blocked in a read at that moment,
+// so it got no error), or that XGROUP SETID moved the group back. The
+// entries held are then of the old stream, and a new entry added in the
+// deletion's millisecond can have the id of one of them: taken for a
+// re-read of the held entry, it would be dropped, and acknowledged
+// unhandled when the held one finished. The read starts a new epoch
+// instead, as a NOGROUP error does: what is held is forgotten (its
+// acknowledgements dropped), and this read's entries are tracked afresh.
+func (r *reader) checkReset(msgs []redis.XMessage) {
+	if len(msgs) == 0 {
+		return
+	}
+	if r.last != "" && !idAfter(msgs[0].ID, r.last) {
+		r.e.log.Warn("the group was reset (a read of new entries returned an id not after the last one read: the stream was deleted and recreated, or XGROUP SETID moved the group back); forgetting the entries held, which are redelivered if they still exist",
+			slog.String("id", msgs[0].ID), slog.String("last", r.last))
+		r.e.held.newEpoch()
+	}
+	r.last = msgs[len(msgs)-1].ID
+}
+
+// idAfter reports whether stream id a comes after b. Ids it cannot parse
+// count as after (no reset is assumed).
+func idAfter(a, b string) bool {
+	ams, aseq, okA := splitID(a)
+	bms, bseq, okB := splitID(b)
+	if !okA || !okB {
+		return true
+	}
+	return ams > bms || (ams == bms && aseq > bseq)
+}
+
+func splitID(id string) (ms, seq uint64, ok bool) {
+	i := strings.IndexByte(id, '-')
+	if i < 0 {
+		return 0, 0, false
+	}
+	ms, err1 := strconv.ParseUint(id[:i], 10, 64)
+	seq, err2 := strconv.ParseUint(id[i+1:], 10, 64)
+	return ms, seq, err1 == nil && err2 == nil
 }
 
 // next reads the next batch: of the own pending list from cursor (no
@@ -265,6 +316,7 @@ func (r *reader) recover(err error) bool {
 	case noGroup:
 		e.log.Warn("stream or group is gone (deleted, expired or flushed); recreating the group from the first entry", slog.Any("err", err))
 		e.held.newEpoch()
+		r.last = ""
 		return r.createGroup(time.Time{}) == nil
 	}
 	e.rep.fail("xreadgroup", err)
