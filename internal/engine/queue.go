@@ -65,9 +65,18 @@ func (q *queue) push(ds []*Delivery) bool {
 		s.items = append(s.items, d)
 	}
 	q.n += len(ds)
+	if len(q.shards) == 1 {
+		// Wake one idle worker per delivery, not all of them: a read of
+		// one entry would otherwise wake every worker, only for all but
+		// one to sleep again (on two cores that delays the one).
+		for range len(ds) {
+			q.shards[0].ready.Signal()
+		}
+		return true
+	}
 	for i := range q.shards {
-		if len(q.shards) == 1 || len(q.shards[i].items) > q.shards[i].head {
-			q.shards[i].ready.Broadcast()
+		if len(q.shards[i].items) > q.shards[i].head {
+			q.shards[i].ready.Broadcast() // one worker per shard
 		}
 	}
 	return true

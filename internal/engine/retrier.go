@@ -20,12 +20,14 @@ type retrier struct {
 // schedule keeps d pending and delivers it again after delay.
 func (r *retrier) schedule(d *Delivery, delay time.Duration, cause error) {
 	e := r.e
+	// The event is taken first: once scheduled, d belongs to the retrier,
+	// which may claim it back (and count a delivery) at once.
+	ev := EventOf(EventRetryScheduled, d)
+	ev.Delay, ev.Err = delay, cause
 	if !e.held.schedule(d, e.now()+int64(delay), e.p.BatchSize) {
 		return // at most BatchSize wait: this one waits in Redis, for XAUTOCLAIM
 	}
 	e.p.Stats.Retried.Add(1)
-	ev := EventOf(EventRetryScheduled, d)
-	ev.Delay, ev.Err = delay, cause
 	e.observe(ev)
 	select {
 	case r.wake <- struct{}{}:
