@@ -152,23 +152,31 @@ func (l *listener) receive(ctx context.Context) {
 			h.connected.Store(true)
 			h.resyncAll(true)
 		}
-		switch m := msg.(type) {
-		case *redis.Message:
-			if m.Channel == l.canary {
-				if n, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
-					l.canaryGot.Store(n)
-				}
-				continue
+		l.handle(msg)
+	}
+}
+
+// handle acts on one pub/sub message: a canary echo is recorded; a task's
+// notification, or the confirmation of a subscription to its channel (what
+// was written before it may have gone unannounced), has the task read.
+func (l *listener) handle(msg any) {
+	h := l.h
+	switch m := msg.(type) {
+	case *redis.Message:
+		if m.Channel == l.canary {
+			if n, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
+				l.canaryGot.Store(n)
 			}
+			return
+		}
+		if id, ok := strings.CutPrefix(m.Channel, l.prefix); ok {
+			h.notifications.Add(1)
+			h.notify(id)
+		}
+	case *redis.Subscription:
+		if m.Kind == "subscribe" {
 			if id, ok := strings.CutPrefix(m.Channel, l.prefix); ok {
-				h.notifications.Add(1)
 				h.notify(id)
-			}
-		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				if id, ok := strings.CutPrefix(m.Channel, l.prefix); ok {
-					h.notify(id)
-				}
 			}
 		}
 	}

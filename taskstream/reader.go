@@ -269,63 +269,12 @@ func (h *Hub) deliver(r *read) (more bool) {
 	}
 	full := int64(len(events)) == r.count
 	for j, s := range r.subs {
-		s.mu.Lock()
-		if s.end != nil {
-			s.mu.Unlock()
-			continue
+		var seeds []Event
+		if r.err == nil && r.seeds != nil && r.seeds[j] != nil {
+			seeds = eventsOf(r.seeds[j].Val())
 		}
-		queued, cut := false, false
-		switch {
-		case r.err != nil:
-			s.endLocked(r.err)
-		case r.seeds != nil && r.seeds[j] != nil:
-			for _, e := range eventsOf(r.seeds[j].Val()) {
-				switch {
-				case e.IsFinish():
-					s.endLocked(io.EOF) // finished at or before last
-				case e.OperationID != "":
-					s.seen(e.OperationID)
-				}
-			}
-		}
-		s.fresh = false
-		if s.end == nil {
-			for _, e := range events {
-				if !s.last.less(e.id) {
-					continue
-				}
-				if len(e.Data) == 0 || e.OperationID != "" && !e.IsFinish() && s.seen(e.OperationID) {
-					s.last = e.id // an entry without data, or a duplicate outcome
-					continue
-				}
-				if s.full(len(e.Data)) {
-					if s.catchingUp {
-						s.stalled = true
-					} else {
-						s.endLocked(ErrSlowSubscriber)
-						cut = true
-					}
-					break
-				}
-				s.buf = append(s.buf, e)
-				s.bytes += len(e.Data)
-				s.last = e.id
-				queued = true
-				if e.IsFinish() {
-					s.endLocked(io.EOF)
-					break
-				}
-			}
-			if s.end == nil && !s.stalled {
-				if full {
-					more = true
-				} else {
-					s.catchingUp = false // read to the end
-				}
-			}
-		}
-		done := s.end != nil
-		s.mu.Unlock()
+		queued, cut, done, again := s.take(r.err, seeds, events, full)
+		more = more || again
 		if cut {
 			h.cutOff.Add(1)
 		}
@@ -339,4 +288,75 @@ func (h *Hub) deliver(r *read) (more bool) {
 		}
 	}
 	return more
+}
+
+// take hands s what a read brought: the read's error, which ends s; the
+// seed events (the last ones at or before s's last id, read when s was
+// new: a finish among them ends s, and the operations among them are not
+// delivered again); and the events after s's last id. It reports whether
+// it queued events, cut s off as too slow, ended s, and whether s needs
+// another read (the read was full, so there may be more).
+func (s *Subscription) take(err error, seeds, events []Event, full bool) (queued, cut, done, more bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.end != nil {
+		return false, false, false, false
+	}
+	if err != nil {
+		s.endLocked(err)
+	}
+	for _, e := range seeds {
+		switch {
+		case e.IsFinish():
+			s.endLocked(io.EOF) // finished at or before last
+		case e.OperationID != "":
+			s.seen(e.OperationID)
+		}
+	}
+	s.fresh = false
+	if s.end == nil {
+		queued, cut = s.queueLocked(events)
+		if s.end == nil && !s.stalled {
+			if full {
+				more = true
+			} else {
+				s.catchingUp = false // read to the end
+			}
+		}
+	}
+	return queued, cut, s.end != nil, more
+}
+
+// queueLocked appends the events after s's last id to its buffer, skipping
+// entries without data and duplicate outcomes of an operation, until the
+// finish event or the buffer's bound: a subscriber catching up stalls
+// there (to be read again later), a live one is cut off. s.mu is held.
+func (s *Subscription) queueLocked(events []Event) (queued, cut bool) {
+	for _, e := range events {
+		if !s.last.less(e.id) {
+			continue
+		}
+		if len(e.Data) == 0 || e.OperationID != "" && !e.IsFinish() && s.seen(e.OperationID) {
+			s.last = e.id // an entry without data, or a duplicate outcome
+			continue
+		}
+		if s.full(len(e.Data)) {
+			if s.catchingUp {
+				s.stalled = true
+			} else {
+				s.endLocked(ErrSlowSubscriber)
+				cut = true
+			}
+			return queued, cut
+		}
+		s.buf = append(s.buf, e)
+		s.bytes += len(e.Data)
+		s.last = e.id
+		queued = true
+		if e.IsFinish() {
+			s.endLocked(io.EOF)
+			return queued, cut
+		}
+	}
+	return queued, cut
 }

@@ -132,15 +132,63 @@ func NewSSEHandler(hub *Hub, registry completion.TaskRegistry, cfg SSEConfig) (h
 const cutoffText = "taskstream: the client fell behind and was cut off; reconnect with Last-Event-ID to resume"
 
 func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	taskID, last, ok := h.request(w, r)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	task, ok := h.authorize(w, r, taskID)
+	if !ok {
+		return
+	}
+	lastID := last.String()
+	if !last.isZero() {
+		// Resuming: after the finish event there is nothing more, ever.
+		finished, err := h.finished(ctx, taskID, lastID)
+		switch {
+		case err != nil:
+			unavailable(w, "task stream unavailable")
+			return
+		case finished:
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
+	running := task.Status == "" || task.Status == redisregistry.StatusRunning
+	var sub *Subscription
+	if running {
+		var err error
+		if sub, err = h.hub.Subscribe(ctx, taskID, lastID); err != nil {
+			unavailable(w, err.Error())
+			return
+		}
+		defer sub.Close()
+	}
+	sw := h.open(w)
+	defer sw.release()
+	if !sw.flush() {
+		return
+	}
+	if !running {
+		h.replay(ctx, sw, taskID, lastID)
+		return
+	}
+	h.follow(ctx, sw, sub, taskID)
+}
+
+// request checks the request: its method, the task id and the last event
+// id (the Last-Event-ID header, or the query parameter). It answers the
+// request itself and returns false when they are bad.
+func (h *sseHandler) request(w http.ResponseWriter, r *http.Request) (string, streamID, bool) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
+		return "", streamID{}, false
 	}
 	taskID := h.cfg.TaskID(r)
 	if err := checkTaskID(taskID); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+		return "", streamID{}, false
 	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
@@ -149,55 +197,57 @@ func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	last, err := parseID(lastID)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+		return "", streamID{}, false
 	}
-	lastID = last.String()
+	return taskID, last, true
+}
+
+// authorize looks the task up and checks that the request's user owns it:
+// 404 for an unknown task, 403 for another user's, 503 when the registry
+// does not answer.
+func (h *sseHandler) authorize(w http.ResponseWriter, r *http.Request, taskID string) (completion.Task, bool) {
 	ctx := r.Context()
 	task, err := h.registry.LookupTask(ctx, "", taskID)
 	switch {
 	case errors.Is(err, completion.ErrTaskNotFound):
 		http.Error(w, "task not found", http.StatusNotFound)
-		return
+		return task, false
 	case err != nil:
 		if ctx.Err() == nil {
 			h.log.Warn("taskstream: SSE: look the task up", "task_id", taskID, "err", err)
 		}
 		unavailable(w, "task registry unavailable")
-		return
+		return task, false
 	}
 	if h.cfg.UserID != nil {
 		if u := h.cfg.UserID(r); u != "" && task.UserID != "" && u != task.UserID {
 			http.Error(w, "the task belongs to another user", http.StatusForbidden)
-			return
+			return task, false
 		}
 	}
-	if !last.isZero() {
-		// Resuming: after the finish event there is nothing more, ever.
-		evs, err := h.hub.streams.lastEvents(ctx, taskID, lastID, seedCount)
-		if err != nil {
-			unavailable(w, "task stream unavailable")
-			return
-		}
-		for _, e := range evs {
-			if e.IsFinish() {
-				w.WriteHeader(http.StatusNoContent)
-				return
-			}
-		}
-	}
-	running := task.Status == "" || task.Status == redisregistry.StatusRunning
-	var sub *Subscription
-	if running {
-		sub, err = h.hub.Subscribe(ctx, taskID, lastID)
-		if err != nil {
-			unavailable(w, err.Error())
-			return
-		}
-		defer sub.Close()
-	}
+	return task, true
+}
 
+// finished reports whether one of the last events at or before lastID
+// (the one a resuming client saw last, and a few before it) is the finish
+// event: the client has seen the whole stream.
+func (h *sseHandler) finished(ctx context.Context, taskID, lastID string) (bool, error) {
+	evs, err := h.hub.streams.lastEvents(ctx, taskID, lastID, seedCount)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range evs {
+		if e.IsFinish() {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// open starts the event stream: its headers and the retry hint (not yet
+// flushed).
+func (h *sseHandler) open(w http.ResponseWriter) *sseWriter {
 	rc := http.NewResponseController(w)
-	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }() // the connection may serve more requests
 	hd := w.Header()
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "no-cache")
@@ -205,37 +255,19 @@ func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	sw := &sseWriter{w: w, rc: rc, timeout: h.cfg.WriteTimeout}
 	sw.printf("retry: %d\n\n", h.cfg.Retry.Milliseconds())
-	if !sw.flush() {
-		return
-	}
-	if !running {
-		h.replay(ctx, sw, taskID, lastID)
-		return
-	}
+	return sw
+}
 
+// follow writes the subscription's events as they come, with a heartbeat
+// comment when nothing was written for a while, until the finish event,
+// the subscription's end, a failed write or the request's end.
+func (h *sseHandler) follow(ctx context.Context, sw *sseWriter, sub *Subscription, taskID string) {
 	heartbeat := time.NewTimer(h.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	for {
-		// Write what is buffered, then flush once.
-		n := 0
-		for {
-			e, err, ok := sub.poll()
-			if !ok {
-				break
-			}
-			if err != nil {
-				if n > 0 && !sw.flush() {
-					return
-				}
-				h.end(sw, taskID, err)
-				return
-			}
-			sw.event(e)
-			n++
-			if e.IsFinish() {
-				sw.flush()
-				return
-			}
+		n, done := h.drain(sw, sub, taskID)
+		if done {
+			return
 		}
 		if n > 0 {
 			if !sw.flush() {
@@ -253,6 +285,30 @@ func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			heartbeat.Reset(h.cfg.Heartbeat)
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// drain writes what the subscription has buffered, unflushed, and returns
+// how many events it wrote; done when the stream is over (the finish
+// event, flushed, or the subscription's end, written).
+func (h *sseHandler) drain(sw *sseWriter, sub *Subscription, taskID string) (n int, done bool) {
+	for {
+		e, err, ok := sub.poll()
+		if !ok {
+			return n, false
+		}
+		if err != nil {
+			if n == 0 || sw.flush() {
+				h.end(sw, taskID, err)
+			}
+			return n, true
+		}
+		sw.event(e)
+		n++
+		if e.IsFinish() {
+			sw.flush()
+			return n, true
 		}
 	}
 }
@@ -318,6 +374,10 @@ type sseWriter struct {
 	timeout time.Duration
 	err     error
 }
+
+// release clears the write deadline: the connection may serve more
+// requests.
+func (s *sseWriter) release() { _ = s.rc.SetWriteDeadline(time.Time{}) }
 
 func (s *sseWriter) write(b []byte) {
 	if s.err != nil {
