@@ -85,17 +85,25 @@ func (cfg HubConfig) withDefaults() (HubConfig, error) {
 	invalid := func(field string, v any, want string) error {
 		return fmt.Errorf("%w: HubConfig.%s is %v; %s", completion.ErrInvalidConfig, field, v, want)
 	}
-	if cfg.Buffer == 0 {
-		cfg.Buffer = DefaultBuffer
+	for _, f := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"Buffer", &cfg.Buffer, DefaultBuffer},
+		{"BufferBytes", &cfg.BufferBytes, DefaultBufferBytes},
+		{"Readers", &cfg.Readers, DefaultReaders},
+		{"ReadBatch", &cfg.ReadBatch, DefaultReadBatch},
+	} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+		if *f.v < 1 {
+			return cfg, invalid(f.name, *f.v, "it must be positive (zero means the default)")
+		}
 	}
-	if cfg.Buffer < 1 {
-		return cfg, invalid("Buffer", cfg.Buffer, "it must be positive (zero means the default)")
-	}
-	if cfg.BufferBytes == 0 {
-		cfg.BufferBytes = DefaultBufferBytes
-	}
-	if cfg.BufferBytes < 1 {
-		return cfg, invalid("BufferBytes", cfg.BufferBytes, "it must be positive (zero means the default)")
+	if cfg.Readers > MaxReaders {
+		return cfg, invalid("Readers", cfg.Readers, fmt.Sprintf("it must be from 1 to %d", MaxReaders))
 	}
 	if cfg.ReadCount == 0 {
 		cfg.ReadCount = min(DefaultReadCount, cfg.Buffer)
@@ -103,29 +111,20 @@ func (cfg HubConfig) withDefaults() (HubConfig, error) {
 	if cfg.ReadCount < 1 || cfg.ReadCount > cfg.Buffer {
 		return cfg, invalid("ReadCount", cfg.ReadCount, fmt.Sprintf("it must be from 1 to Buffer (%d)", cfg.Buffer))
 	}
-	if cfg.Readers == 0 {
-		cfg.Readers = DefaultReaders
-	}
-	if cfg.Readers < 1 || cfg.Readers > MaxReaders {
-		return cfg, invalid("Readers", cfg.Readers, fmt.Sprintf("it must be from 1 to %d", MaxReaders))
-	}
-	if cfg.ReadBatch == 0 {
-		cfg.ReadBatch = DefaultReadBatch
-	}
-	if cfg.ReadBatch < 1 {
-		return cfg, invalid("ReadBatch", cfg.ReadBatch, "it must be positive")
-	}
-	if cfg.HealthCheckInterval == 0 {
-		cfg.HealthCheckInterval = DefaultHealthCheckInterval
-	}
-	if cfg.HealthCheckInterval < 100*time.Millisecond {
-		return cfg, invalid("HealthCheckInterval", cfg.HealthCheckInterval, "it must be at least 100ms")
-	}
-	if cfg.ResyncInterval == 0 {
-		cfg.ResyncInterval = DefaultResyncInterval
-	}
-	if cfg.ResyncInterval < time.Second {
-		return cfg, invalid("ResyncInterval", cfg.ResyncInterval, "it must be at least 1s")
+	for _, f := range []struct {
+		name     string
+		v        *time.Duration
+		def, min time.Duration
+	}{
+		{"HealthCheckInterval", &cfg.HealthCheckInterval, DefaultHealthCheckInterval, 100 * time.Millisecond},
+		{"ResyncInterval", &cfg.ResyncInterval, DefaultResyncInterval, time.Second},
+	} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+		if *f.v < f.min {
+			return cfg, invalid(f.name, *f.v, fmt.Sprintf("it must be at least %v", f.min))
+		}
 	}
 	if cfg.ErrorBackoff == 0 {
 		cfg.ErrorBackoff = DefaultErrorBackoff
