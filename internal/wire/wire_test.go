@@ -5,46 +5,26 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
 	"unsafe"
 
+	"github.com/streamrelay/completion/internal/wire/wiretest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 // goldenCases returns messages with the exact bytes the Python side writes
-// for them, from testdata/golden.json (read by the tests of package wire and of the root
-// package alike). They were produced with python3 json.dumps(d,
-// separators=(",", ":"), ensure_ascii=False) on a dict with the model's key
-// order, which writes what pydantic v2 model_dump_json() writes for these
-// values: both escape only '"', '\\' and control characters (\b \f \n \r
-// \t short, the rest as lowercase \u00XX) and leave DEL, U+2028 and U+2029
-// raw.
+// for them (internal/wire/wiretest).
 func goldenCases(t testing.TB) []goldenCase {
 	t.Helper()
-	data, err := os.ReadFile("testdata/golden.json")
+	cases, err := wiretest.GoldenCases()
 	require.NoError(t, err)
-	var recs []struct {
-		Name        string `json:"name"`
-		OperationID string `json:"operation_id"`
-		TaskID      string `json:"task_id"`
-		Success     bool   `json:"success"`
-		Result      string `json:"result_json"`
-		Error       string `json:"error"`
-		Golden      string `json:"golden"`
-	}
-	require.NoError(t, json.Unmarshal(data, &recs))
-	out := make([]goldenCase, len(recs))
-	for i, r := range recs {
-		out[i] = goldenCase{name: r.Name, golden: r.Golden, msg: Message{
-			OperationID: r.OperationID, TaskID: r.TaskID, Success: r.Success, Error: r.Error}}
-		if r.Result != "" {
-			out[i].msg.Result = json.RawMessage(r.Result)
-		}
+	out := make([]goldenCase, len(cases))
+	for i, c := range cases {
+		out[i] = goldenCase{name: c.Name, golden: c.Bytes, msg: Message(c.Msg)}
 	}
 	return out
 }
