@@ -22,6 +22,9 @@ rm -rf "$tmp/before/bench"
 cp -r "$here" "$tmp/before/bench"
 # The fanout mode needs taskstream; leave it out for commits older than it.
 [ -d "$tmp/before/taskstream" ] || rm -f "$tmp/before/bench"/fanout*.go
+# Config.MaxReadAheadBytes (-readahead) came later too: older commits run
+# without it.
+grep -q MaxReadAheadBytes "$tmp/before/config.go" || sed -i '/MaxReadAheadBytes/d' "$tmp/before/bench/impl_completion.go"
 (cd "$tmp/before/bench" && go build -o "$tmp/before.bin" .)
 (cd "$here" && go build -o "$tmp/after.bin" .)
 
