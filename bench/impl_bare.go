@@ -7,10 +7,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// bareCount is the ceiling's XREADGROUP COUNT.
-const bareCount = 500
+// defaultBareCount is the ceiling's XREADGROUP COUNT (-barecount).
+const defaultBareCount = 500
 
-// runBare is the ceiling: one goroutine, XREADGROUP COUNT 500, decode each
+// runBare is the ceiling: one goroutine, XREADGROUP COUNT 500 (-barecount), decode each
 // entry with the library's decoder (decodeEntry), look its task up in the
 // same registry the library's consumer gets, run the same handler work, one
 // multi-id XACK per batch. No retries, no recovery, no dead letters.
@@ -18,9 +18,9 @@ func runBare(ctx context.Context, e *env) error {
 	args := &redis.XReadGroupArgs{
 		Group: e.group, Consumer: e.consumer,
 		Streams: []string{e.stream, ">"},
-		Count:   bareCount, Block: pyBlockTimeout,
+		Count:   int64(e.bareCount), Block: pyBlockTimeout,
 	}
-	ids := make([]string, 0, bareCount)
+	ids := make([]string, 0, e.bareCount)
 	for ctx.Err() == nil {
 		streams, err := e.rdb.XReadGroup(ctx, args).Result()
 		if errors.Is(err, redis.Nil) {

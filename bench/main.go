@@ -62,6 +62,7 @@ type options struct {
 	memRate    int
 	batch      int
 	readAhead  int64
+	bareCount  int
 	smoke      bool
 	memN       string
 	memNs      []int // parsed from memN
@@ -116,10 +117,15 @@ func main() {
 	flag.IntVar(&o.memRate, "memprofilerate", 0, "runtime.MemProfileRate to use with -memprofile (0: Go's default; 1: every allocation)")
 	flag.IntVar(&o.batch, "batch", 0, "completion Config.BatchSize (0: the library default); for experiments")
 	flag.Int64Var(&o.readAhead, "readahead", 0, "completion Config.MaxReadAheadBytes (0: the library default); for experiments")
+	flag.IntVar(&o.bareCount, "barecount", defaultBareCount, "bare-go-redis XREADGROUP COUNT; for experiments (e.g. 64, the reads of the library's default read-ahead budget)")
 	flag.BoolVar(&o.smoke, "smoke", false, "quick check: n=2000, latency 1s at 1000 msgs/s, 1 run")
 	flag.Parse()
 	if o.smoke {
 		o.n, o.runs, o.rate, o.duration = 2000, 1, 1000, time.Second
+	}
+	if o.bareCount < 1 {
+		fmt.Fprintf(os.Stderr, "bench: -barecount is %d; it must be at least 1\n", o.bareCount)
+		os.Exit(2)
 	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench: FAIL:", err)
@@ -351,6 +357,7 @@ type env struct {
 	// Config.BatchSize (completion only; 0 means the default).
 	concurrency, batch int
 	readAhead          int64 // Config.MaxReadAheadBytes (completion only; 0: the default)
+	bareCount          int   // the bare loop's COUNT
 	log                *slog.Logger
 	fx                 *fixtures
 	handle             func(result []byte) // the handler's work; call once per message
@@ -644,6 +651,7 @@ func (b *bench) start(ctx context.Context, im impl, s *session) *running {
 		concurrency: im.concurrency,
 		batch:       b.opts.batch,
 		readAhead:   b.opts.readAhead,
+		bareCount:   b.opts.bareCount,
 		log:         b.log,
 		fx:          fx,
 		handle:      s.handle,
