@@ -20,47 +20,13 @@ import (
 
 	"github.com/streamrelay/completion"
 	"github.com/streamrelay/completion/internal/redistest"
+	"github.com/streamrelay/completion/internal/ssetest"
 )
 
-// frame is one Server-Sent Events block: its fields, or a comment.
-type frame struct {
-	id, event, data, retry, comment string
-}
+type frame = ssetest.Frame
 
 // readFrames parses SSE blocks from r until it ends.
-func readFrames(r io.Reader) ([]frame, error) {
-	var out []frame
-	var f frame
-	var data []string
-	sc := bufio.NewScanner(r)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			f.data = strings.Join(data, "\n")
-			out = append(out, f)
-			f, data = frame{}, nil
-			continue
-		}
-		if c, ok := strings.CutPrefix(line, ":"); ok {
-			f.comment = strings.TrimSpace(c)
-			continue
-		}
-		name, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch name {
-		case "id":
-			f.id = value
-		case "event":
-			f.event = value
-		case "data":
-			data = append(data, value)
-		case "retry":
-			f.retry = value
-		}
-	}
-	return out, sc.Err()
-}
+func readFrames(r io.Reader) ([]frame, error) { return ssetest.ReadAll(r) }
 
 // sseServer serves the SSE handler under /tasks/{task_id}/events, with the
 // user id from the "user" query parameter.
@@ -97,9 +63,9 @@ func get(t *testing.T, url string, header map[string]string) *http.Response {
 // events returns the data of the frames that carry an id, and their ids.
 func events(frames []frame) (data, ids []string) {
 	for _, f := range frames {
-		if f.id != "" {
-			data = append(data, f.data)
-			ids = append(ids, f.id)
+		if f.ID != "" {
+			data = append(data, f.Data)
+			ids = append(ids, f.ID)
 		}
 	}
 	return data, ids
@@ -173,7 +139,7 @@ func TestSSEStreamsReplayThenLiveThenCloses(t *testing.T) {
 			t.Fatal("the response did not end after the finish event")
 		}
 		require.NoError(t, readErr)
-		assert.Equal(t, "1500", frames[0].retry)
+		assert.Equal(t, "1500", frames[0].Retry)
 		data, ids := events(frames)
 		assert.Equal(t, []string{string(ev(0)), "{\n  \"type\": \"text-delta\",\n  \"delta\": \"x\"\n}", string(ev(2)), FinishEvent}, data)
 		assert.Equal(t, fid, ids[3])
@@ -216,12 +182,12 @@ func TestSSETaskNoLongerRunning(t *testing.T) {
 		require.NoError(t, err)
 		var data []string
 		for _, fr := range frames {
-			if fr.data != "" {
-				data = append(data, fr.data)
+			if fr.Data != "" {
+				data = append(data, fr.Data)
 			}
 		}
 		assert.Equal(t, []string{string(ev(0)), FinishEvent}, data)
-		assert.Empty(t, frames[len(frames)-1].id, "the made-up finish has no id")
+		assert.Empty(t, frames[len(frames)-1].ID, "the made-up finish has no id")
 	})
 }
 
@@ -308,9 +274,9 @@ func TestSSESlowClientIsCutOff(t *testing.T) {
 	frames, err := readFrames(strings.NewReader(w.buf.String()))
 	require.NoError(t, err)
 	last := frames[len(frames)-1]
-	assert.Equal(t, "cutoff", last.event)
-	assert.Empty(t, last.id)
-	assert.Equal(t, fmt.Sprintf(`{"type":"error","errorText":%q}`, cutoffText), last.data)
+	assert.Equal(t, "cutoff", last.Event)
+	assert.Empty(t, last.ID)
+	assert.Equal(t, fmt.Sprintf(`{"type":"error","errorText":%q}`, cutoffText), last.Data)
 	data, _ := events(frames)
 	assert.Equal(t, []string{string(ev(0)), string(ev(1)), string(ev(2)), string(ev(3))}, data)
 }

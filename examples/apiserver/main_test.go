@@ -15,6 +15,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/streamrelay/completion/internal/ssetest"
 )
 
 // startInProcess runs the server on miniredis in this process until the
@@ -77,13 +79,13 @@ func TestTaskCompletionReachesTheBrowser(t *testing.T) {
 	assert.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
 	var types []string
 	var retry string
-	require.NoError(t, readFrames(resp.Body, func(f frame) bool {
-		if f.retry != "" {
-			retry = f.retry
+	require.NoError(t, ssetest.Read(resp.Body, func(f ssetest.Frame) bool {
+		if f.Retry != "" {
+			retry = f.Retry
 		}
-		if f.id != "" {
+		if f.ID != "" {
 			var ev struct{ Type string }
-			require.NoError(t, json.Unmarshal([]byte(f.data), &ev))
+			require.NoError(t, json.Unmarshal([]byte(f.Data), &ev))
 			types = append(types, ev.Type)
 		}
 		return true

@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/streamrelay/completion/internal/redistest"
+	"github.com/streamrelay/completion/internal/ssetest"
 )
 
 // buildOnce builds the example's binary once per test binary.
@@ -131,8 +132,8 @@ type watcher struct {
 	taskID, user string
 	pods         []*pod
 
-	events     []frame // as received, duplicates included
-	resumed    int     // reconnects that carried a Last-Event-ID
+	events     []ssetest.Frame // as received, duplicates included
+	resumed    int             // reconnects that carried a Last-Event-ID
 	reconnects int
 	err        error
 }
@@ -174,14 +175,14 @@ func (w *watcher) run(ctx context.Context) {
 			continue
 		}
 		finished := false
-		_ = readFrames(resp.Body, func(f frame) bool {
-			if f.id == "" {
+		_ = ssetest.Read(resp.Body, func(f ssetest.Frame) bool {
+			if f.ID == "" {
 				return true
 			}
 			w.events = append(w.events, f)
-			last = f.id
+			last = f.ID
 			var ev struct{ Type string }
-			finished = json.Unmarshal([]byte(f.data), &ev) == nil && ev.Type == "finish"
+			finished = json.Unmarshal([]byte(f.Data), &ev) == nil && ev.Type == "finish"
 			return !finished
 		})
 		resp.Body.Close()
@@ -239,13 +240,13 @@ func TestPodsKilledMidRunLoseNothing(t *testing.T) {
 		seen := map[string]int{}
 		outcomes := 0
 		for _, f := range w.events {
-			seen[f.id]++
-			if seen[f.id] == 1 {
-				got = append(got, f.id+" "+f.data)
+			seen[f.ID]++
+			if seen[f.ID] == 1 {
+				got = append(got, f.ID+" "+f.Data)
 			}
 			var ev struct{ Type string }
-			require.NoError(t, json.Unmarshal([]byte(f.data), &ev))
-			if seen[f.id] == 1 && (ev.Type == "tool-output-available" || ev.Type == "error") {
+			require.NoError(t, json.Unmarshal([]byte(f.Data), &ev))
+			if seen[f.ID] == 1 && (ev.Type == "tool-output-available" || ev.Type == "error") {
 				outcomes++
 			}
 		}
