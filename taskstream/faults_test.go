@@ -140,6 +140,10 @@ func TestHubSilentConnectionIsReplaced(t *testing.T) {
 	require.NoError(t, err)
 	_, err = next(t, sub)
 	require.NoError(t, err)
+	// The first event comes from the subscriber's first read, which need
+	// not wait for the pub/sub connection: wait until it is up, or there is
+	// nothing to lose and replace.
+	require.Eventually(t, h.Connected, 10*time.Second, 10*time.Millisecond, "the pub/sub connection came up")
 
 	proxy.SetStall(true)
 	_, err = ws.Append(ctx, "t-1", ev(1)) // published while the hub hears nothing
