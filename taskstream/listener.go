@@ -122,9 +122,15 @@ func (l *listener) receive(ctx context.Context) {
 		}
 		if err != nil {
 			if isTimeout(err) && !pinged {
-				// Silent for an interval: ask for an answer.
+				// Silent for an interval: ask for an answer. The PING
+				// gets an interval too: when go-redis has dropped the
+				// connection, it dials and says HELLO again first, and
+				// behind a silent network that waits out every retry.
 				pinged = true
-				if err := ps.Ping(ctx); err == nil {
+				pctx, cancel := context.WithTimeout(ctx, interval)
+				err := ps.Ping(pctx)
+				cancel()
+				if err == nil {
 					continue
 				}
 			}
