@@ -14,9 +14,15 @@ type queue struct {
 	mu     sync.Mutex
 	shards []shard
 	n      int        // deliveries in all shards
-	space  *sync.Cond // signalled when n falls
-	closed bool
-	seed   maphash.Seed
+	space  *sync.Cond // signalled when n falls to below
+	// below is what waitBelow waits for n to fall to; -1 while no one
+	// waits. Pops signal only then: a pop per delivery waking the reader,
+	// only for it to find the queue still too long, costs a goroutine
+	// switch per entry.
+	below   int
+	waiting int // workers waiting in pop
+	closed  bool
+	seed    maphash.Seed
 }
 
 type shard struct {
@@ -28,7 +34,7 @@ type shard struct {
 // newQueue returns a queue with the given number of shards (1, or one per
 // worker under OrderByTask).
 func newQueue(shards int) *queue {
-	q := &queue{shards: make([]shard, shards), seed: maphash.MakeSeed()}
+	q := &queue{shards: make([]shard, shards), seed: maphash.MakeSeed(), below: -1}
 	q.space = sync.NewCond(&q.mu)
 	for i := range q.shards {
 		q.shards[i].ready = sync.NewCond(&q.mu)
@@ -66,12 +72,12 @@ func (q *queue) push(ds []*Delivery) bool {
 	}
 	q.n += len(ds)
 	if len(q.shards) == 1 {
-		// Wake one idle worker per delivery, not all of them: a read of
-		// one entry would otherwise wake every worker, only for all but
-		// one to sleep again (on two cores that delays the one).
-		for range len(ds) {
-			q.shards[0].ready.Signal()
-		}
+		// Wake one idle worker; each worker that takes a delivery and
+		// leaves more behind wakes the next (pop). Waking one per delivery
+		// woke every idle worker at each read, and on two cores most of
+		// them found the queue emptied by the others and went back to
+		// sleep: a goroutine switch, often a thread wake-up, per entry.
+		q.shards[0].ready.Signal()
 		return true
 	}
 	for i := range q.shards {
@@ -89,7 +95,9 @@ func (q *queue) pop(i int) (*Delivery, bool) {
 	defer q.mu.Unlock()
 	s := &q.shards[i]
 	for s.head == len(s.items) && !q.closed {
+		q.waiting++
 		s.ready.Wait()
+		q.waiting--
 	}
 	if q.closed {
 		return nil, false
@@ -99,20 +107,26 @@ func (q *queue) pop(i int) (*Delivery, bool) {
 	s.head++
 	if s.head == len(s.items) {
 		s.items, s.head = s.items[:0], 0
+	} else {
+		s.ready.Signal() // more wait: wake the next idle worker (see push)
 	}
 	q.n--
-	q.space.Signal()
+	if q.n <= q.below {
+		q.space.Signal()
+	}
 	return d, true
 }
 
 // waitBelow waits until at most n deliveries are queued. It returns false
-// when the queue is closed.
+// when the queue is closed. One goroutine at a time may wait (the reader).
 func (q *queue) waitBelow(n int) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for q.n > n && !q.closed {
+		q.below = n
 		q.space.Wait()
 	}
+	q.below = -1
 	return !q.closed
 }
 
