@@ -31,11 +31,11 @@ type processor struct {
 	handler  CompletionHandler
 }
 
-// item is what Prefetch found for a delivery, and the Completion handed to
-// the handler: allocated per batch, not per entry.
+// item is what Prefetch found for a delivery (the task in comp.Task, or
+// err), and the Completion handed to the handler: allocated per batch, not
+// per entry.
 type item struct {
 	prefetched bool
-	task       Task
 	err        error
 	comp       Completion
 }
@@ -78,7 +78,7 @@ func (p *processor) Prefetch(ctx context.Context, ds []*engine.Delivery) {
 		return // a broken implementation: look up one by one instead
 	}
 	for j, i := range idx {
-		items[i].prefetched, items[i].task, items[i].err = true, tasks[j], errs[j]
+		items[i].prefetched, items[i].comp.Task, items[i].err = true, tasks[j], errs[j]
 	}
 }
 
@@ -112,7 +112,7 @@ func (p *processor) Process(ctx context.Context, d *engine.Delivery) engine.Outc
 			return engine.Outcome{Kind: engine.Ack}
 		}
 	}
-	task, err := it.task, it.err
+	task, err := it.comp.Task, it.err
 	if !it.prefetched {
 		task, err = p.lookup(ctx, d)
 	}
@@ -158,8 +158,11 @@ func (p *processor) notFound(ctx context.Context, d *engine.Delivery, err error)
 func (p *processor) handle(ctx context.Context, d *engine.Delivery, it *item, task Task) engine.Outcome {
 	cfg := &p.c.cfg
 	it.comp = Completion{Task: task, Message: Message(d.Msg), EntryID: d.ID, Deliveries: d.Count,
-		Stream: d.Stream, Group: d.Group, values: d.Fields}
-	start := time.Now()
+		Stream: d.Source.Stream, Group: d.Source.Group, values: d.Fields}
+	var start time.Time
+	if cfg.Observer != nil {
+		start = time.Now()
+	}
 	err := p.call(ctx, &it.comp, d)
 	if cfg.Observer != nil {
 		kind := engine.EventHandled

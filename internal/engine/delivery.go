@@ -34,8 +34,9 @@ type Delivery struct {
 	// then its dead-letter reason.
 	Bad    error
 	Reason string
-	// Stream and Group name where the entry is pending.
-	Stream, Group string
+	// Source names where the entry is pending; the engine's deliveries
+	// share one.
+	Source *Source
 	// Pre is the Processor's: what Prefetch found for it.
 	Pre any
 
@@ -55,6 +56,11 @@ type Delivery struct {
 	dl       *deadLetterMove
 	record   string // Outcome.Record to write before the XACK
 	recordMS int64  // its TTL in milliseconds
+}
+
+// Source is the stream and group an engine reads.
+type Source struct {
+	Stream, Group string
 }
 
 // Values of Delivery.retryIdx outside the retry queue.

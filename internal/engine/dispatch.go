@@ -25,7 +25,7 @@ func (e *Engine) decode(msgs []redis.XMessage, counts []int64) []Delivery {
 			count = counts[i]
 		}
 		d := &ds[i]
-		*d = Delivery{ID: msgs[i].ID, Fields: msgs[i].Values, Count: count, Stream: e.p.Stream, Group: e.p.Group,
+		*d = Delivery{ID: msgs[i].ID, Fields: msgs[i].Values, Count: count, Source: &e.source,
 			epoch: epoch, touched: now, retryIdx: notQueued, size: entrySize(&msgs[i])}
 		e.decodeOne(d)
 	}

@@ -73,8 +73,9 @@ type Params struct {
 // Engine consumes one stream: see the package documentation. Make one with
 // New; Run it once.
 type Engine struct {
-	p   Params
-	log *slog.Logger
+	p      Params
+	log    *slog.Logger
+	source Source // p.Stream and p.Group, shared by the deliveries
 
 	state    atomic.Int32 // a State
 	stop     chan struct{}
@@ -111,7 +112,7 @@ func New(p Params) *Engine {
 	if p.Live == nil {
 		p.Live = &LiveSet{}
 	}
-	e := &Engine{p: p, log: p.Log, stop: make(chan struct{})}
+	e := &Engine{p: p, log: p.Log, source: Source{Stream: p.Stream, Group: p.Group}, stop: make(chan struct{})}
 	e.held = newHeld(e.reportDeleted)
 	e.rep.e = e
 	shards := 1
