@@ -472,7 +472,7 @@ func (b *bench) runAll(ctx context.Context) ([]row, error) {
 			}
 		}
 		for i, im := range j.list {
-			rows = append(rows, row{impl: im.name, mode: j.mode, concurrency: im.concurrency, msgs: j.msgs, m: median(got[i])})
+			rows = append(rows, row{impl: im.name, mode: j.mode, concurrency: im.concurrency, msgs: j.msgs, m: median(got[i]), rounds: got[i]})
 		}
 	}
 	return rows, nil
@@ -480,10 +480,13 @@ func (b *bench) runAll(ctx context.Context) ([]row, error) {
 
 // measure is one run's figures; zero where a metric does not apply.
 type measure struct {
-	msgsPerS, allocsPerMsg, p50ms, p99ms, maxms float64
+	msgsPerS, allocsPerMsg, bytesPerMsg, p50ms, p99ms, maxms float64
 	// cpuUSPerMsg is the CPU time (user and system) the process spent per
 	// message while draining: the consumer's own cost, not Redis's.
 	cpuUSPerMsg float64
+	// gcUSPerMsg is the part of it the garbage collector spent, as the Go
+	// runtime estimates it (runtime/metrics).
+	gcUSPerMsg float64
 	// memory mode, in MiB: RSS before, at the peak of and after the drain,
 	// and the Go heap in use at the peak sample
 	baselineMB, peakMB, endMB, heapMB float64
@@ -494,8 +497,8 @@ func (m measure) String() string {
 		return fmt.Sprintf("baseline_rss=%.1fMB peak_rss=%.1fMB end_rss=%.1fMB heap_inuse=%.1fMB",
 			m.baselineMB, m.peakMB, m.endMB, m.heapMB)
 	}
-	return fmt.Sprintf("msgs/s=%.0f cpu/msg=%.2fµs allocs/msg=%.1f p50=%.3fms p99=%.3fms max=%.3fms",
-		m.msgsPerS, m.cpuUSPerMsg, m.allocsPerMsg, m.p50ms, m.p99ms, m.maxms)
+	return fmt.Sprintf("msgs/s=%.0f cpu/msg=%.2fµs gc/msg=%.2fµs allocs/msg=%.1f bytes/msg=%.0f p50=%.3fms p99=%.3fms max=%.3fms",
+		m.msgsPerS, m.cpuUSPerMsg, m.gcUSPerMsg, m.allocsPerMsg, m.bytesPerMsg, m.p50ms, m.p99ms, m.maxms)
 }
 
 // median takes the median of each metric separately.
@@ -515,6 +518,8 @@ func median(ms []measure) measure {
 		msgsPerS:     pick(func(m measure) float64 { return m.msgsPerS }),
 		allocsPerMsg: pick(func(m measure) float64 { return m.allocsPerMsg }),
 		cpuUSPerMsg:  pick(func(m measure) float64 { return m.cpuUSPerMsg }),
+		gcUSPerMsg:   pick(func(m measure) float64 { return m.gcUSPerMsg }),
+		bytesPerMsg:  pick(func(m measure) float64 { return m.bytesPerMsg }),
 		p50ms:        pick(func(m measure) float64 { return m.p50ms }),
 		p99ms:        pick(func(m measure) float64 { return m.p99ms }),
 		maxms:        pick(func(m measure) float64 { return m.maxms }),
@@ -540,13 +545,13 @@ func (b *bench) throughput(ctx context.Context, im impl, n int, hook func([]byte
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	start, cpuStart := time.Now(), cpuTime()
+	start, cpuStart, gcStart := time.Now(), cpuTime(), gcCPUTime()
 	r := b.start(ctx, im, s)
 	if err := b.waitDrained(ctx, s, r, 10*time.Minute); err != nil {
 		r.abort()
 		return measure{}, err
 	}
-	elapsed, cpu := time.Since(start), cpuTime()-cpuStart
+	elapsed, cpu, gc := time.Since(start), cpuTime()-cpuStart, gcCPUTime()-gcStart
 	runtime.ReadMemStats(&after)
 	if err := b.finish(ctx, s, r); err != nil {
 		return measure{}, err
@@ -554,7 +559,9 @@ func (b *bench) throughput(ctx context.Context, im impl, n int, hook func([]byte
 	return measure{
 		msgsPerS:     float64(n) / elapsed.Seconds(),
 		allocsPerMsg: float64(after.Mallocs-before.Mallocs) / float64(n),
+		bytesPerMsg:  float64(after.TotalAlloc-before.TotalAlloc) / float64(n),
 		cpuUSPerMsg:  float64(cpu.Microseconds()) / float64(n),
+		gcUSPerMsg:   float64(gc.Microseconds()) / float64(n),
 	}, nil
 }
 

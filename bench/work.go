@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime/metrics"
 	"syscall"
 	"time"
 	"unsafe"
@@ -74,4 +75,16 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// gcCPUTime is the Go runtime's estimate of the CPU time its garbage
+// collector has used so far (runtime/metrics /cpu/classes/gc/total), to
+// tell a loop's own CPU from what its garbage costs.
+func gcCPUTime() time.Duration {
+	s := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64 {
+		return 0
+	}
+	return time.Duration(s[0].Value.Float64() * float64(time.Second))
 }
