@@ -109,7 +109,7 @@ func main() {
 	flag.DurationVar(&o.slowDelay, "slow", time.Millisecond, "slow-handler mode: handler time per message")
 	flag.StringVar(&o.svgPath, "svg", "results.svg", "throughput bar chart to write (empty: none)")
 	flag.StringVar(&o.mdPath, "md", "results.md", "markdown report to write (empty: none)")
-	flag.StringVar(&o.impls, "impl", "", "comma-separated implementations to run (default all): completion,python-loop,watermill,bare-go-redis")
+	flag.StringVar(&o.impls, "impl", "", "comma-separated implementations to run (default all): completion,python-loop,watermill,bare-go-redis; and completion-512m (MaxReadAheadBytes 512 MiB), only when named")
 	flag.StringVar(&o.modes, "mode", "", "comma-separated modes to run (default all; -smoke: all but memory): throughput,latency,slow-handler,memory; and memory-large and fanout, only when named (fanout also runs small with -smoke)")
 	flag.StringVar(&o.memN, "memn", "100000,300000,1000000", "memory mode: comma-separated backlog sizes to drain")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole program to this file")
@@ -336,6 +336,8 @@ type impl struct {
 	// env.handle once per message handled, until ctx is cancelled (or,
 	// for readers blocked in XREADGROUP, until the stream is deleted).
 	run func(ctx context.Context, e *env) error
+	// explicit: run only when -impl names it.
+	explicit bool
 }
 
 // wireFormat is how a message is laid out in a stream entry.
@@ -411,10 +413,17 @@ func (b *bench) runAll(ctx context.Context) ([]row, error) {
 		{name: "python-loop", concurrency: 1, format: formatCompletion, run: runPythonLoop},
 		{name: "watermill", concurrency: 1, format: formatWatermill, run: runWatermill},
 		{name: "bare-go-redis", concurrency: 1, format: formatCompletion, run: runBare},
+		// Only when named: the consumer with a read-ahead budget that lets
+		// it read 500 entries at a time, as the bare loop does, to show what
+		// the default budget's smaller reads cost.
+		{name: "completion-512m", concurrency: 16, format: formatCompletion, explicit: true, run: func(ctx context.Context, e *env) error {
+			e.readAhead = 512 << 20
+			return runCompletion(ctx, e)
+		}},
 	}
 	var impls []impl
 	for _, im := range all {
-		if b.opts.wantImpl(im.name) {
+		if b.opts.wantImpl(im.name) && (!im.explicit || b.opts.impls != "") {
 			impls = append(impls, im)
 		}
 	}

@@ -180,10 +180,14 @@ func (rep report) ratios() string {
 	b.WriteString("| completion | vs python-loop | vs watermill | vs bare-go-redis | CPU/msg vs bare-go-redis | allocs/msg vs bare-go-redis |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.rows {
-		if r.impl != "completion" || r.mode != modeThroughput {
+		if !strings.HasPrefix(r.impl, "completion") || r.mode != modeThroughput {
 			continue
 		}
-		fmt.Fprintf(&b, "| concurrency=%d |", r.concurrency)
+		name := ""
+		if r.impl != "completion" {
+			name = r.impl + " "
+		}
+		fmt.Fprintf(&b, "| %sconcurrency=%d |", name, r.concurrency)
 		for _, peer := range []string{"python-loop", "watermill", "bare-go-redis"} {
 			p, ok := rep.find(peer, modeThroughput, 0)
 			if !ok || p.m.msgsPerS == 0 {
