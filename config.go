@@ -119,16 +119,22 @@ type Config struct {
 
 	// MaxReadAheadBytes bounds the memory the consumer holds in entries
 	// read and not yet acknowledged: it reads no more while that much is
-	// held, and one read asks for no more entries than the free part would
-	// hold if each were as large as MaxPayloadBytes allows (so the defaults
-	// read at most 64 entries at a time, not BatchSize). Redis bounds a
-	// reply by count, not bytes, and entries over MaxPayloadBytes (which
-	// are dead-lettered without their bodies) can be far larger, so reads
-	// also start at four entries, fall to one after a read brings entries
-	// larger than planned, and grow fourfold after each full read; reads
-	// are then planned at the largest size seen lately. Raise it for
-	// throughput with small entries; a burst of large entries slows reading
-	// instead of growing the heap. Default 64 MiB.
+	// held. Redis bounds a reply by count, not bytes, so each read is
+	// bounded too. With a client that tells its options (a *redis.Client,
+	// Sentinel's failover client, a *redis.ClusterClient), the blocking
+	// read of new entries runs on a connection of the consumer's own that
+	// cuts a reply off once it outgrows the budget's free part; the entries
+	// of a cut reply are pending for this consumer and are taken from its
+	// pending list instead. Those reads are planned at the size of the
+	// entries seen lately (up to BatchSize of small entries). Other reads
+	// (the own pending list, reclaims, and every read with other clients)
+	// ask for no more entries than the free part would hold if each were as
+	// large as MaxPayloadBytes allows (64 at the defaults). Entries over
+	// MaxPayloadBytes (dead-lettered without their bodies) can be far
+	// larger, so reads also start at four entries, fall to one after a read
+	// brings entries larger than planned, and grow fourfold after each full
+	// read. A burst of large entries slows reading instead of growing the
+	// heap. Default 64 MiB.
 	MaxReadAheadBytes int64
 
 	// Concurrency is the most handlers that run at once. Default

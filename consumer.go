@@ -22,12 +22,16 @@ import (
 // satisfy it; a test double can embed one of them and override what it
 // needs. The consumer never closes it.
 //
-// Two things depend on what the client can do, which the consumer finds out
-// from its methods, so that a wrapper embedding a client keeps them: a
+// Three things depend on what the client can do, which the consumer finds
+// out from its methods, so that a wrapper embedding a client keeps them: a
 // client with Conn() (a *redis.Client, also Sentinel's failover client) or
 // MasterForKey (a *redis.ClusterClient) gets the dedicated, interruptible
-// blocking read (with others, shutdown waits up to Config.Block); and a
-// single-node client, or keys in one cluster slot, get the atomic
+// blocking read (with others, shutdown waits up to Config.Block); when it
+// also tells its Options() (a *redis.Client, or a cluster's node clients),
+// that read runs on a connection of the consumer's own, dialled with those
+// options, whose replies are capped at the read-ahead budget (see
+// Config.MaxReadAheadBytes; the client's hooks do not see those reads);
+// and a single-node client, or keys in one cluster slot, get the atomic
 // one-script move to the dead-letter stream (otherwise: dead letter first,
 // acknowledgement second).
 type RedisClient interface {
@@ -391,9 +395,10 @@ func (c *Consumer) newEngine(i int, sem chan struct{}, live *engine.LiveSet) *en
 }
 
 // checkClient says what the client lacks: a pool too small for the
-// consumer (it holds a dedicated connection per partition for the blocking
-// reads, and its acker, reclaimer, leaser and retries need a few more;
-// handlers' own Redis calls come on top), or the interruptible read.
+// consumer (its acker, reclaimer, leaser and retries need a few
+// connections, and reads of the own pending list; handlers' own Redis calls
+// come on top; the blocking reads of a client that tells its options run
+// on connections of the consumer's own), or the interruptible read.
 func (c *Consumer) checkClient() {
 	var size int
 	switch cl := c.client.(type) {
@@ -402,10 +407,10 @@ func (c *Consumer) checkClient() {
 	case interface{ Options() *redis.ClusterOptions }:
 		size = cl.Options().PoolSize
 	}
-	need := c.cfg.Partitions + 4
+	need := 4
 	if size > 0 && size < need {
 		c.log.Warn("the Redis client's pool may be too small for this consumer; raise its PoolSize",
-			slog.Int("pool_size", size), slog.Int("at_least", need), slog.Int("partitions", c.cfg.Partitions))
+			slog.Int("pool_size", size), slog.Int("at_least", need))
 	}
 	switch c.client.(type) {
 	case interface{ Conn() *redis.Conn }, interface {

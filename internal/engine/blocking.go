@@ -35,6 +35,9 @@ type (
 // cancelled). It needs a client with one of the capabilities above; with
 // others, or servers without CLIENT ID (miniredis), it reads through the
 // client itself and shutdown waits for the read to time out: at most Block.
+// When the client (or, in a cluster, the key's node) tells its Options, the
+// connection is one of a private client dialled with them, whose replies
+// are capped (capped.go).
 //
 // read, open and close are called by the reader's goroutine only; target
 // may be called from any goroutine.
@@ -43,6 +46,11 @@ type blockingReader struct {
 	stream string
 	conn   *redis.Conn // nil: read through client
 	plain  bool        // no dedicated connection to be had: read through client
+	// priv is the private client conn belongs to, when the client tells
+	// its options: its reads are capped (see capped.go). Nil when conn is
+	// one of the client's own.
+	priv *redis.Client
+	cap  byteCap
 
 	mu    sync.Mutex // guards owner and id, which target reads
 	owner unblocker  // the node conn belongs to, to send CLIENT UNBLOCK
@@ -67,10 +75,15 @@ func (b *blockingReader) target() (unblocker, int64) {
 	return b.owner, b.id
 }
 
+// capped reports whether the next read goes through the capped private
+// client (then its reply is bounded by the limit read is given).
+func (b *blockingReader) capped() bool { return b.conn != nil && b.priv != nil }
+
 // read issues XREADGROUP, opening the dedicated connection first if there is
 // none yet. openErr is an error opening it (the read then went through the
-// client).
-func (b *blockingReader) read(ctx context.Context, a *redis.XReadGroupArgs) (res []redis.XStream, openErr, err error) {
+// client). On the capped connection a reply over limit bytes fails with
+// errReplyCapped.
+func (b *blockingReader) read(ctx context.Context, a *redis.XReadGroupArgs, limit int64) (res []redis.XStream, openErr, err error) {
 	if b.conn == nil && !b.plain {
 		openErr = b.open(ctx)
 	}
@@ -78,7 +91,11 @@ func (b *blockingReader) read(ctx context.Context, a *redis.XReadGroupArgs) (res
 		res, err = b.client.XReadGroup(ctx, a).Result()
 		return res, openErr, err
 	}
+	if b.priv != nil {
+		b.cap.arm(limit)
+	}
 	res, err = b.conn.XReadGroup(ctx, a).Result()
+	b.cap.disarm()
 	if err != nil && !errors.Is(err, redis.Nil) && !isNoGroup(err) {
 		// The connection may be broken or, in a cluster, the slot may have
 		// moved (MOVED, ASK, CLUSTERDOWN: a dedicated connection does not
@@ -106,12 +123,28 @@ func (b *blockingReader) open(ctx context.Context) error {
 			b.plain = true
 			return nil
 		}
+		if o, ok := b.client.(optionsOf); ok {
+			return b.adoptCapped(ctx, o.Options(), u)
+		}
 		return b.adopt(ctx, c.Conn(), u)
 	default:
 		b.plain = true
 		return nil
 	}
-	return b.adopt(ctx, node.Conn(), node)
+	return b.adoptCapped(ctx, node.Options(), node)
+}
+
+// adoptCapped opens the dedicated connection on a private client with o's
+// settings, whose replies are capped (see capped.go); node is where to
+// send CLIENT UNBLOCK.
+func (b *blockingReader) adoptCapped(ctx context.Context, o *redis.Options, node unblocker) error {
+	priv := newCappedClient(o, &b.cap)
+	if err := b.adopt(ctx, priv.Conn(), node); err != nil || b.conn == nil {
+		_ = priv.Close()
+		return err
+	}
+	b.priv = priv
+	return nil
 }
 
 // adopt asks conn for its CLIENT ID and keeps it; node is where to send
@@ -153,7 +186,10 @@ func (b *blockingReader) close() {
 	if b.conn != nil {
 		_ = b.conn.Close()
 	}
-	b.conn = nil
+	if b.priv != nil {
+		_ = b.priv.Close()
+	}
+	b.conn, b.priv = nil, nil
 	b.mu.Lock()
 	b.owner, b.id = nil, 0
 	b.mu.Unlock()

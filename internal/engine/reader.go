@@ -192,14 +192,19 @@ func (r *reader) loop() {
 	args := redis.XReadGroupArgs{Group: e.p.Group, Consumer: e.p.Consumer, Streams: []string{e.p.Stream, "0"}}
 	ownPending, cursor := true, "0"
 	for !e.stopped() {
-		count, ok := r.room()
+		count, free, ok := r.room(!ownPending && r.blocking.capped())
 		if !ok {
 			return
 		}
 		args.Count = int64(count)
-		msgs, err := r.next(&args, ownPending, cursor)
+		msgs, err := r.next(&args, ownPending, cursor, free+replySlack)
 		if err != nil {
-			if !r.recover(err) {
+			if errors.Is(err, errReplyCapped) {
+				r.win.capped(free, count)
+				e.signal("read-capped")
+				e.log.Debug("a read's reply outgrew the read-ahead budget's free part; taking its entries from the pending list",
+					slog.Int("count", count), slog.Int64("free_bytes", free))
+			} else if !r.recover(err) {
 				return
 			}
 			if !errors.Is(err, redis.Nil) {
@@ -282,15 +287,15 @@ func splitID(id string) (ms, seq uint64, ok bool) {
 // next reads the next batch: of the own pending list from cursor (no
 // BLOCK: a history read returns at once; guarded until its entries are
 // tracked, see held.acked), or of new entries.
-func (r *reader) next(args *redis.XReadGroupArgs, ownPending bool, cursor string) ([]redis.XMessage, error) {
+func (r *reader) next(args *redis.XReadGroupArgs, ownPending bool, cursor string, limit int64) ([]redis.XMessage, error) {
 	e := r.e
 	if !ownPending {
 		args.Streams[1], args.Block = ">", e.p.Block
-		return r.read(args, true)
+		return r.read(args, true, limit)
 	}
 	args.Streams[1], args.Block = cursor, -1
 	e.held.guard()
-	msgs, err := r.read(args, false)
+	msgs, err := r.read(args, false, 0)
 	if err != nil {
 		e.held.unguard()
 	}
@@ -326,35 +331,41 @@ func (r *reader) recover(err error) bool {
 // room waits until the queue is down to about one read's worth beyond
 // what the workers take next (so that they do not wait for the read that
 // follows) and the read-ahead budget has room, and returns how many
-// entries the next read may bring (see window): at least one when nothing
-// is held. It returns false when the engine stops.
-func (r *reader) room() (int, bool) {
+// entries the next read may bring (see window; capped: the read's reply is
+// capped at the free bytes, see capped.go) and the budget's free bytes: at
+// least one entry when nothing is held. It returns false when the engine
+// stops.
+func (r *reader) room(capped bool) (int, int64, bool) {
 	e := r.e
 	if !e.queue.waitBelow(e.p.Concurrency + r.win.limit) {
-		return 0, false
+		return 0, 0, false
 	}
 	for {
 		free := e.p.MaxReadAheadBytes - e.held.heldBytes()
-		if n := r.win.count(free, e.p.BatchSize); n >= 1 || e.held.count.Load() == 0 {
-			return max(n, 1), true
+		n := r.win.count(free, e.p.BatchSize)
+		if capped {
+			n = r.win.cappedCount(free, e.p.BatchSize)
+		}
+		if n >= 1 || e.held.count.Load() == 0 {
+			return max(n, 1), max(free, 0), true
 		}
 		select {
 		case <-e.held.room:
 		case <-e.stop:
-			return 0, false
+			return 0, 0, false
 		}
 	}
 }
 
 // read issues the XREADGROUP: history reads through the client, blocking
 // ones through the interruptible reader.
-func (r *reader) read(args *redis.XReadGroupArgs, blocking bool) ([]redis.XMessage, error) {
+func (r *reader) read(args *redis.XReadGroupArgs, blocking bool, limit int64) ([]redis.XMessage, error) {
 	e := r.e
 	var streams []redis.XStream
 	var err error
 	if blocking {
 		var openErr error
-		streams, openErr, err = r.blocking.read(e.ioCtx, args)
+		streams, openErr, err = r.blocking.read(e.ioCtx, args, limit)
 		if openErr != nil && !e.stopped() {
 			e.rep.fail("open reader connection", openErr)
 		}

@@ -14,12 +14,24 @@ import "github.com/redis/go-redis/v9"
 // entries is then read four, then one at a time, and at most six when the
 // budget has room for six, instead of BatchSize at once.
 //
+// A capped read (the blocking reader's, on a connection that cuts a reply
+// off at the budget's free part: capped.go) needs no such care for its
+// bound, and is planned at the size of the entries seen lately instead
+// (seen, cappedCount), so that small entries are read BatchSize at a time.
+//
 // The reader and the reclaimer each own one.
 type window struct {
 	floor int // MaxPayloadBytes
 	est   int // the size an entry is planned at
 	limit int // the most the next read may ask for
+	// seen is the largest entry seen lately, decaying like est but down
+	// to seenFloor, not to MaxPayloadBytes: what a capped read (see
+	// capped.go), whose reply cannot outgrow the budget, is planned at.
+	seen int
 }
+
+// seenFloor is the least size a capped read plans an entry at.
+const seenFloor = 1 << 10
 
 // windowStart is the window's first size, and windowGrowth its growth
 // after a full read.
@@ -30,7 +42,7 @@ const (
 
 func newWindow(maxPayload int) window {
 	floor := max(maxPayload, 1)
-	return window{floor: floor, est: floor, limit: windowStart}
+	return window{floor: floor, est: floor, limit: windowStart, seen: floor}
 }
 
 // count returns how many entries the next read may ask for: at most batch,
@@ -55,4 +67,20 @@ func (w *window) observe(msgs []redis.XMessage, asked, batch int) {
 		w.limit = min(windowGrowth*w.limit, batch)
 	}
 	w.est = max(largest, w.est*3/4, w.floor)
+	w.seen = max(largest, w.seen*3/4, seenFloor)
+}
+
+// cappedCount is count for a capped read: entries planned at the size of
+// those seen lately.
+func (w *window) cappedCount(free int64, batch int) int {
+	n := free / int64(w.seen)
+	return int(min(n, int64(w.limit), int64(batch)))
+}
+
+// capped updates the plan after a capped read of asked entries outgrew
+// free bytes: they average more than free/asked, and the next read of new
+// entries starts again from one.
+func (w *window) capped(free int64, asked int) {
+	w.seen = max(w.seen, int(min(free/int64(max(asked, 1)), int64(w.floor))))
+	w.limit = 1
 }

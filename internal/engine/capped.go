@@ -1,0 +1,92 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis bounds an XREADGROUP reply by COUNT, never by bytes, so a read
+// planned for small entries could bring a burst of large ones into memory
+// at once. Where it can, the blocking reader therefore reads on a
+// connection of a private client whose dialer counts the bytes each reply
+// brings: once a reply outgrows the read-ahead budget's free part, the
+// connection fails the read (errReplyCapped) and is closed, and the reader
+// takes the entries from its own pending list instead, planned as if each
+// were as large as MaxPayloadBytes. The entries the cut reply carried are
+// pending for this consumer, so nothing is lost; what was read of the reply
+// is garbage. With the cap, reads can be planned at the size of the entries
+// actually seen (up to BatchSize of them) without the budget's bound
+// depending on the plan.
+
+// errReplyCapped is the error of a capped read whose reply outgrew its cap.
+var errReplyCapped = errors.New("engine: the reply outgrew the read-ahead budget's free part; re-reading its entries from the pending list")
+
+// replySlack is what a cap allows beyond the budget's free part: the
+// protocol's framing, and a connection's handshake when the read dials.
+const replySlack = 64 << 10
+
+// byteCap counts the bytes read on the private client's connections while
+// armed, and fails the read that goes over the limit.
+type byteCap struct {
+	limit atomic.Int64 // 0: disarmed
+	read  atomic.Int64
+}
+
+// arm starts counting a reply of at most limit bytes.
+func (c *byteCap) arm(limit int64) {
+	c.read.Store(0)
+	c.limit.Store(max(limit, 1))
+}
+
+// disarm stops counting.
+func (c *byteCap) disarm() { c.limit.Store(0) }
+
+// cappedConn is a connection whose reads count against a byteCap.
+type cappedConn struct {
+	net.Conn
+	cap *byteCap
+}
+
+func (c *cappedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if limit := c.cap.limit.Load(); limit > 0 && c.cap.read.Add(int64(n)) > limit {
+		return 0, errReplyCapped
+	}
+	return n, err
+}
+
+// optionsOf is a client that tells its options (*redis.Client, and the
+// node clients of a cluster).
+type optionsOf interface {
+	Options() *redis.Options
+}
+
+// newCappedClient returns a private client with one connection to where
+// o's client connects (through o's dialer: its address, TLS, Sentinel's
+// current master), reading through cap. It does not retry: a read it fails
+// is the reader's to recover.
+func newCappedClient(o *redis.Options, cap *byteCap) *redis.Client {
+	opts := *o
+	if o.MaintNotificationsConfig != nil {
+		cfg := *o.MaintNotificationsConfig
+		opts.MaintNotificationsConfig = &cfg
+	}
+	dial := o.Dialer
+	if dial == nil {
+		dial = redis.NewDialer(o)
+	}
+	opts.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &cappedConn{Conn: conn, cap: cap}, nil
+	}
+	opts.PoolSize, opts.MinIdleConns, opts.MaxIdleConns, opts.MaxActiveConns = 1, 0, 1, 1
+	opts.MaxRetries = -1
+	return redis.NewClient(&opts)
+}
