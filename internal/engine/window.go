@@ -24,8 +24,8 @@ type window struct {
 	floor int // MaxPayloadBytes
 	est   int // the size an entry is planned at
 	limit int // the most the next read may ask for
-	// seen is the largest entry seen lately, decaying like est but down
-	// to seenFloor, not to MaxPayloadBytes: what a capped read (see
+	// seen is the largest entry seen lately, decaying faster than est and
+	// down to seenFloor, not to MaxPayloadBytes: what a capped read (see
 	// capped.go), whose reply cannot outgrow the budget, is planned at.
 	seen int
 }
@@ -67,13 +67,20 @@ func (w *window) observe(msgs []redis.XMessage, asked, batch int) {
 		w.limit = min(windowGrowth*w.limit, batch)
 	}
 	w.est = max(largest, w.est*3/4, w.floor)
-	w.seen = max(largest, w.seen*3/4, seenFloor)
+	w.seen = max(largest, w.seen/4, seenFloor) // the cap, not the plan, bounds a capped read: follow the entries fast
 }
 
 // cappedCount is count for a capped read: entries planned at the size of
-// those seen lately.
+// those seen lately while they are small (under a sixteenth of
+// MaxPayloadBytes), where the read size is what costs; larger ones as
+// count plans them, which keeps the heap's margin under the budget (their
+// reads are few beside what handling them costs).
 func (w *window) cappedCount(free int64, batch int) int {
-	n := free / int64(w.seen)
+	size := w.seen
+	if size*16 >= w.floor {
+		size = w.est
+	}
+	n := free / int64(size)
 	return int(min(n, int64(w.limit), int64(batch)))
 }
 
