@@ -77,22 +77,22 @@ func TestWindowShrinksOnLargerEntries(t *testing.T) {
 func TestWindowCappedCount(t *testing.T) {
 	const mib, batch = 1 << 20, 500
 	free := int64(64 * mib)
-	w := newWindow(mib)
-	for range 6 {
-		n := w.cappedCount(free, batch)
-		w.observe(entries(n, 200), n, batch)
+	smallBacklog := func() window {
+		w := newWindow(mib)
+		for range 6 {
+			n := w.cappedCount(free, batch)
+			w.observe(entries(n, 200), n, batch)
+		}
+		return w
 	}
+	w := smallBacklog()
 	assert.Equal(t, batch, w.cappedCount(free, batch), "small entries: BatchSize at a time")
 	assert.Equal(t, 64, w.count(free, batch), "an uncapped read still plans at MaxPayloadBytes")
 
 	w.observe(entries(4, 100<<10), 4, batch)
 	assert.Equal(t, w.count(free, batch), w.cappedCount(free, batch), "large entries: planned as uncapped reads are")
 
-	w = newWindow(mib)
-	for range 6 {
-		n := w.cappedCount(free, batch)
-		w.observe(entries(n, 200), n, batch)
-	}
+	w = smallBacklog()
 	w.capped(free, batch)
 	assert.Equal(t, 1, w.cappedCount(free, batch), "a cut read starts again from one")
 	assert.GreaterOrEqual(t, w.seen, int(free/batch))
