@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Redis bounds an XREADGROUP reply by COUNT, never by bytes, so a read
@@ -71,10 +72,11 @@ type optionsOf interface {
 // is the reader's to recover.
 func newCappedClient(o *redis.Options, cap *byteCap) *redis.Client {
 	opts := *o
-	if o.MaintNotificationsConfig != nil {
-		cfg := *o.MaintNotificationsConfig
-		opts.MaintNotificationsConfig = &cfg
-	}
+	// A config of its own: go-redis writes to the client's (under a lock
+	// of its own) when a handshake falls back, so it must not be read here.
+	// Maintenance notifications would only hand the connection over early;
+	// the reader recovers from a dropped connection anyway.
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	dial := o.Dialer
 	if dial == nil {
 		dial = redis.NewDialer(o)
