@@ -49,8 +49,8 @@ type blockingReader struct {
 	// priv is the private client conn belongs to, when the client tells
 	// its options: its reads are capped (see capped.go). Nil when conn is
 	// one of the client's own.
-	priv *redis.Client
-	cap  byteCap
+	priv    *redis.Client
+	counter byteCap
 
 	mu    sync.Mutex // guards owner and id, which target reads
 	owner unblocker  // the node conn belongs to, to send CLIENT UNBLOCK
@@ -92,10 +92,10 @@ func (b *blockingReader) read(ctx context.Context, a *redis.XReadGroupArgs, limi
 		return res, openErr, err
 	}
 	if b.priv != nil {
-		b.cap.arm(limit)
+		b.counter.arm(limit)
 	}
 	res, err = b.conn.XReadGroup(ctx, a).Result()
-	b.cap.disarm()
+	b.counter.disarm()
 	if err != nil && !errors.Is(err, redis.Nil) && !isNoGroup(err) {
 		// The connection may be broken or, in a cluster, the slot may have
 		// moved (MOVED, ASK, CLUSTERDOWN: a dedicated connection does not
@@ -138,7 +138,7 @@ func (b *blockingReader) open(ctx context.Context) error {
 // settings, whose replies are capped (see capped.go); node is where to
 // send CLIENT UNBLOCK.
 func (b *blockingReader) adoptCapped(ctx context.Context, o *redis.Options, node unblocker) error {
-	priv := newCappedClient(o, &b.cap)
+	priv := newCappedClient(o, &b.counter)
 	if err := b.adopt(ctx, priv.Conn(), node); err != nil || b.conn == nil {
 		_ = priv.Close()
 		return err

@@ -49,12 +49,12 @@ func (c *byteCap) disarm() { c.limit.Store(0) }
 // cappedConn is a connection whose reads count against a byteCap.
 type cappedConn struct {
 	net.Conn
-	cap *byteCap
+	counter *byteCap
 }
 
 func (c *cappedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if limit := c.cap.limit.Load(); limit > 0 && c.cap.read.Add(int64(n)) > limit {
+	if limit := c.counter.limit.Load(); limit > 0 && c.counter.read.Add(int64(n)) > limit {
 		return 0, errReplyCapped
 	}
 	return n, err
@@ -68,9 +68,9 @@ type optionsOf interface {
 
 // newCappedClient returns a private client with one connection to where
 // o's client connects (through o's dialer: its address, TLS, Sentinel's
-// current master), reading through cap. It does not retry: a read it fails
-// is the reader's to recover.
-func newCappedClient(o *redis.Options, cap *byteCap) *redis.Client {
+// current master), reading through counter. It does not retry: a read it
+// fails is the reader's to recover.
+func newCappedClient(o *redis.Options, counter *byteCap) *redis.Client {
 	opts := *o
 	// A config of its own: go-redis writes to the client's (under a lock
 	// of its own) when a handshake falls back, so it must not be read here.
@@ -86,7 +86,7 @@ func newCappedClient(o *redis.Options, cap *byteCap) *redis.Client {
 		if err != nil {
 			return nil, err
 		}
-		return &cappedConn{Conn: conn, cap: cap}, nil
+		return &cappedConn{Conn: conn, counter: counter}, nil
 	}
 	opts.PoolSize, opts.MinIdleConns, opts.MaxIdleConns, opts.MaxActiveConns = 1, 0, 1, 1
 	opts.MaxRetries = -1
