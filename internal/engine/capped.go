@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
@@ -88,7 +89,27 @@ func newCappedClient(o *redis.Options, counter *byteCap) *redis.Client {
 		}
 		return &cappedConn{Conn: conn, counter: counter}, nil
 	}
+	// State of the client's own, not settings: a copy would share it. A
+	// cut read is no failure for the client's limiter (circuit breaker),
+	// and the reader needs no push processor or client-side cache.
+	opts.Limiter, opts.PushNotificationProcessor = nil, nil
+	opts.ClientSideCache, opts.ClientSideCacheConfig = nil, nil
+	// Options() holds timeouts NewClient has normalised (-1 for -2, no
+	// deadlines; 0 for -1, none), which it would normalise again.
+	opts.ReadTimeout, opts.WriteTimeout = unnormalised(o.ReadTimeout), unnormalised(o.WriteTimeout)
 	opts.PoolSize, opts.MinIdleConns, opts.MaxIdleConns, opts.MaxActiveConns = 1, 0, 1, 1
+	opts.PipelinePoolSize = -1
 	opts.MaxRetries = -1
 	return redis.NewClient(&opts)
+}
+
+// unnormalised returns the timeout setting that go-redis normalises to d.
+func unnormalised(d time.Duration) time.Duration {
+	switch d {
+	case -1:
+		return -2
+	case 0:
+		return -1
+	}
+	return d
 }

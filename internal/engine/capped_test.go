@@ -24,6 +24,7 @@ type countingProcessor struct {
 
 	mu        sync.Mutex
 	seen      map[string]int
+	maxCount  int64
 	batch     int
 	heldPeak  int64
 	delivered chan struct{}
@@ -39,6 +40,7 @@ func (p *countingProcessor) Process(_ context.Context, d *Delivery) Outcome {
 	held := p.e.held.heldBytes()
 	p.mu.Lock()
 	p.seen[d.ID]++
+	p.maxCount = max(p.maxCount, d.Count)
 	p.heldPeak = max(p.heldPeak, held)
 	p.mu.Unlock()
 	p.delivered <- struct{}{}
@@ -52,7 +54,8 @@ func (p *countingProcessor) Process(_ context.Context, d *Delivery) Outcome {
 // MaxPayloadBytes would allow 4; a burst of large entries behind them in
 // the backlog (5x the budget) is cut off at the budget and taken from the
 // pending list, so the engine never holds much more than the budget, and
-// every entry is handled exactly once.
+// every entry is handled exactly once, as its first delivery (the re-read
+// from the pending list counts as a delivery in Redis, not to a handler).
 func TestCappedReadsGrowWithSmallEntriesAndHoldTheBudget(t *testing.T) {
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr(t)})
@@ -124,4 +127,18 @@ func TestCappedReadsGrowWithSmallEntriesAndHoldTheBudget(t *testing.T) {
 		}
 	}
 	assert.LessOrEqual(t, p.heldPeak, int64(budget+2*large), "held beyond the budget")
+	assert.Equal(t, int64(1), p.maxCount, "a cut read's entries are handed over as first deliveries")
+}
+
+// The private client keeps the client's timeouts: Options() holds them
+// normalised, and a second normalisation would turn "none" into 5s.
+func TestCappedClientKeepsTheTimeouts(t *testing.T) {
+	for _, tc := range []struct{ read, write time.Duration }{{-1, -1}, {-2, -2}, {0, 0}, {3 * time.Second, time.Second}} {
+		user := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ReadTimeout: tc.read, WriteTimeout: tc.write})
+		priv := newCappedClient(user.Options(), &byteCap{})
+		assert.Equal(t, user.Options().ReadTimeout, priv.Options().ReadTimeout, "ReadTimeout %v", tc.read)
+		assert.Equal(t, user.Options().WriteTimeout, priv.Options().WriteTimeout, "WriteTimeout %v", tc.write)
+		_ = priv.Close()
+		_ = user.Close()
+	}
 }

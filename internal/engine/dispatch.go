@@ -117,7 +117,7 @@ func (e *Engine) dispatch(ds []Delivery, preempt, reclaimed bool) bool {
 // delivery counts: entries XPENDING no longer lists were acknowledged
 // meanwhile and are dropped. Entries deleted from the stream while pending
 // come back without fields: the own ones are acknowledged and reported.
-func (e *Engine) dispatchPending(msgs []redis.XMessage, claimed bool) bool {
+func (e *Engine) dispatchPending(msgs []redis.XMessage, claimed bool, discount int64) bool {
 	live := msgs[:0:0]
 	var gone []string
 	for _, m := range msgs {
@@ -138,7 +138,13 @@ func (e *Engine) dispatchPending(msgs []redis.XMessage, claimed bool) bool {
 	if len(live) == 0 {
 		return true
 	}
-	ds := e.decode(live, e.deliveryCounts(live))
+	counts := e.deliveryCounts(live)
+	for i, n := range counts {
+		if n > 1 {
+			counts[i] = max(n-discount, 1)
+		}
+	}
+	ds := e.decode(live, counts)
 	keep := ds[:0]
 	for _, d := range ds {
 		if d.Count > 0 {

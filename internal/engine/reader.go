@@ -30,6 +30,12 @@ type reader struct {
 	// last is the id of the last entry a read of new entries (">")
 	// brought in this epoch; see checkReset.
 	last string
+	// afterCut is set while the reader takes a cut read's entries from its
+	// pending list: each was delivered once by the cut read and counted
+	// again by the re-read, which is no delivery to a handler. (An entry
+	// XAUTOCLAIM moved here meanwhile is discounted too: it may be
+	// delivered once more before MaxDeliveries.)
+	afterCut bool
 }
 
 // start creates the group, from the stream's first entry (MKSTREAM), and on
@@ -200,15 +206,16 @@ func (r *reader) loop() {
 		msgs, err := r.next(&args, ownPending, cursor, free+replySlack)
 		if err != nil {
 			if errors.Is(err, errReplyCapped) {
-				r.win.capped(free, count)
-				e.signal("read-capped")
-				e.log.Debug("a read's reply outgrew the read-ahead budget's free part; taking its entries from the pending list",
-					slog.Int("count", count), slog.Int64("free_bytes", free))
-			} else if !r.recover(err) {
+				// The cut read's entries come after the last one read:
+				// re-read from there, not the held entries before it.
+				ownPending, cursor = true, r.cut(free, count)
+				continue
+			}
+			if !r.recover(err) {
 				return
 			}
 			if !errors.Is(err, redis.Nil) {
-				ownPending, cursor = true, "0"
+				ownPending, cursor, r.afterCut = true, "0", false
 			}
 			continue
 		}
@@ -226,17 +233,38 @@ func (r *reader) loop() {
 			continue
 		}
 		if len(msgs) > 0 {
-			e.dispatchPending(msgs, false)
+			var discount int64
+			if r.afterCut {
+				discount = 1
+			}
+			e.dispatchPending(msgs, false, discount)
 			cursor = msgs[len(msgs)-1].ID
 		}
 		e.held.unguard()
 		if len(msgs) < count {
-			ownPending = false
+			ownPending, r.afterCut = false, false
 			if e.State() == StateStarting {
 				e.setState(StateRunning)
 			}
 		}
 	}
+}
+
+// cut handles a read whose reply outgrew the budget's free part (see
+// capped.go): it plans smaller reads and returns where the re-read of the
+// own pending list starts: after the last entry read, since every entry
+// the cut read delivered comes after it.
+func (r *reader) cut(free int64, asked int) string {
+	e := r.e
+	r.win.capped(free, asked)
+	r.afterCut = true
+	e.signal("read-capped")
+	e.log.Debug("a read's reply outgrew the read-ahead budget's free part; taking its entries from the pending list",
+		slog.Int("count", asked), slog.Int64("free_bytes", free))
+	if r.last == "" {
+		return "0"
+	}
+	return r.last
 }
 
 // checkReset notices a group reset behind the reader's back. A read of

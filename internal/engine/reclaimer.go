@@ -78,7 +78,7 @@ func (r *reclaimer) claimOnce(count int) (int, bool) {
 	}
 	if len(msgs) > 0 {
 		e.log.Info("claimed stale pending entries", slog.Int("count", len(msgs)), slog.String("first_id", msgs[0].ID))
-		e.dispatchPending(msgs, true) // also reports those it returns without fields: deleted
+		e.dispatchPending(msgs, true, 0) // also reports those it returns without fields: deleted
 	}
 	if r.cursor = next; r.cursor == "" {
 		r.cursor = "0-0"
