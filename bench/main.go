@@ -117,7 +117,7 @@ func main() {
 	flag.IntVar(&o.memRate, "memprofilerate", 0, "runtime.MemProfileRate to use with -memprofile (0: Go's default; 1: every allocation)")
 	flag.IntVar(&o.batch, "batch", 0, "completion Config.BatchSize (0: the library default); for experiments")
 	flag.Int64Var(&o.readAhead, "readahead", 0, "completion Config.MaxReadAheadBytes (0: the library default); for experiments")
-	flag.IntVar(&o.bareCount, "barecount", defaultBareCount, "bare-go-redis XREADGROUP COUNT; for experiments (e.g. 64, the reads of the library's default read-ahead budget)")
+	flag.IntVar(&o.bareCount, "barecount", defaultBareCount, "bare-go-redis XREADGROUP COUNT; for experiments (e.g. 64, the reads of a consumer planned at MaxPayloadBytes)")
 	flag.BoolVar(&o.smoke, "smoke", false, "quick check: n=2000, latency 1s at 1000 msgs/s, 1 run")
 	flag.Parse()
 	if o.smoke {
