@@ -75,8 +75,9 @@ func TestCluster(t *testing.T) {
 			require.ErrorIs(t, errs[i], io.EOF)
 			assert.Equal(t, []string{string(ev(0)), string(ev(1)), string(ev(2)), FinishEvent}, got[i])
 		}
-		// Per node: up to Readers for reads, one the cluster client keeps
-		// for its topology (CLUSTER SLOTS), and on one node the pub/sub
+		// Per node: up to Readers for reads and the canary (which shares
+		// the readers' slots), one the cluster client keeps for its
+		// topology (CLUSTER SLOTS), and on one node the pub/sub
 		// connection.
 		var per []int
 		for i := range c.Len() {

@@ -57,7 +57,8 @@
 // the window between the replay and the first notification), and, for
 // every task, each reconnect of the pub/sub connection, so that nothing
 // published while it was down is missed. A canary published every
-// HealthCheckInterval through the ordinary connections checks that the
+// HealthCheckInterval through the same connections (it waits for a
+// reader's slot) checks that the
 // pub/sub connection still hears what writers publish (after a Sentinel
 // failover go-redis moves its pooled connections to the new master, not a
 // pub/sub one), and a periodic resync (ResyncInterval) covers writers that

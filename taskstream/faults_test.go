@@ -189,3 +189,66 @@ func TestHubConnectionsDoNotGrowWithSubscribers(t *testing.T) {
 		s.Close()
 	}
 }
+
+// slowPipelines is a Client whose pipelines each take hold longer, and
+// which records how many ran at once at most.
+type slowPipelines struct {
+	Client
+	hold time.Duration
+
+	mu             sync.Mutex
+	inFlight, peak int
+}
+
+func (c *slowPipelines) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+	c.mu.Lock()
+	c.inFlight++
+	c.peak = max(c.peak, c.inFlight)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.inFlight--
+		c.mu.Unlock()
+	}()
+	hold := time.NewTimer(c.hold)
+	defer hold.Stop()
+	select {
+	case <-hold.C:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return c.Client.Pipelined(ctx, fn)
+}
+
+// The health check's canary takes one of the readers' connection slots:
+// while a reader's pipeline is slow the canary waits for it (and gives no
+// verdict rather than a false one), so the hub never has more than Readers
+// ordinary connections busy.
+func TestHubCanaryWaitsForAReadersSlot(t *testing.T) {
+	rdb := redistest.SharedClient(t)
+	b := redistest.Backend{Client: rdb, Real: true}
+	slow := &slowPipelines{Client: rdb, hold: 150 * time.Millisecond}
+	cfg := testConfig(t, b)
+	ws := newTestStreams(t, rdb, cfg)
+	h := startHub(t, newTestStreams(t, slow, cfg), HubConfig{Readers: 1, HealthCheckInterval: 100 * time.Millisecond})
+	ctx := context.Background()
+	sub, err := h.Subscribe(ctx, "t-1", "")
+	require.NoError(t, err)
+	defer sub.Close()
+	require.Eventually(t, h.Connected, 10*time.Second, 10*time.Millisecond, "the pub/sub connection came up")
+	// Each event is read by a pipeline held 150ms, the next written as
+	// soon as it arrives: the reader is busy nearly all the time, and a
+	// canary is due every 100ms.
+	for i := range 12 {
+		_, err := ws.Append(ctx, "t-1", ev(i))
+		require.NoError(t, err)
+		e, err := next(t, sub)
+		require.NoError(t, err)
+		require.Equal(t, string(ev(i)), string(e.Data))
+	}
+	slow.mu.Lock()
+	peak := slow.peak
+	slow.mu.Unlock()
+	assert.Equal(t, 1, peak, "pipelines at once, with Readers 1")
+	assert.Zero(t, h.Stats().Reconnects, "a canary that waited for a slot is no verdict")
+}

@@ -44,6 +44,11 @@ type Hub struct {
 	// the listener.
 	channelChanges map[string]struct{}
 	changesWake    chan struct{}
+	// slots holds one token per ordinary connection the hub may use at
+	// once (Readers): every pipeline, the readers' and the canary's,
+	// takes one, so the hub never has more than Readers pooled
+	// connections busy (per cluster node).
+	slots chan struct{}
 
 	connected     atomic.Bool
 	notifications atomic.Int64
@@ -86,6 +91,7 @@ func NewHub(streams *Streams, cfg HubConfig) (*Hub, error) {
 		tasks:          make(map[string]*task),
 		channelChanges: make(map[string]struct{}),
 		changesWake:    make(chan struct{}, 1),
+		slots:          make(chan struct{}, cfg.Readers),
 	}
 	h.cond = sync.NewCond(&h.mu)
 	return h, nil

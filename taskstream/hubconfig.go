@@ -44,10 +44,12 @@ type HubConfig struct {
 	// smaller.
 	ReadCount int
 
-	// Readers is how many pipelines of XRANGEs may run at once: with the
-	// pub/sub connection, the hub uses at most Readers+1 connections
-	// (per cluster node), whatever the number of subscriptions. From 1 to
-	// MaxReaders. Default: DefaultReaders (2).
+	// Readers is how many pipelines may run at once: the readers'
+	// pipelines of XRANGEs, and the health check's canary, which waits for
+	// one of the same slots. With the pub/sub connection, the hub uses at
+	// most Readers+1 connections (per cluster node, where go-redis may
+	// keep one more of its own for the topology), whatever the number of
+	// subscriptions. From 1 to MaxReaders. Default: DefaultReaders (2).
 	Readers int
 
 	// ReadBatch is the most tasks one pipeline reads. Default:

@@ -254,13 +254,14 @@ func (l *listener) checkCanary(ctx context.Context) {
 	next := l.canaryGot.Load() + 1
 	pctx, cancel := context.WithTimeout(ctx, h.cfg.HealthCheckInterval)
 	defer cancel()
-	// Pipelined, like the reads: through the same few connections.
-	_, err := h.streams.client.Pipelined(pctx, func(p redis.Pipeliner) error {
+	// On one of the readers' connection slots, so that the hub never
+	// holds more than Readers ordinary connections.
+	err := h.pipelined(pctx, func(p redis.Pipeliner) error {
 		p.Publish(pctx, l.canary, next)
 		return nil
 	})
 	if err != nil {
-		l.canarySent.Store(0) // Redis is not reachable for writes: no verdict
+		l.canarySent.Store(0) // Redis is not reachable for writes, or no slot came free: no verdict
 		return
 	}
 	l.canarySent.Store(next)

@@ -213,7 +213,7 @@ func (h *Hub) pipeline(ctx context.Context, reads []*read) error {
 	defer cancel()
 	h.pipelines.Add(1)
 	h.reads.Add(int64(len(reads)))
-	_, err := h.streams.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	err := h.pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, r := range reads {
 			key := h.streams.Key(r.t.id)
 			r.cmd = p.XRangeN(ctx, key, "("+r.from.String(), "+", r.count)
@@ -245,6 +245,19 @@ func (h *Hub) pipeline(ctx context.Context, reads []*read) error {
 			r.retry = true // the pipeline failed before queueing it
 		}
 	}
+	return err
+}
+
+// pipelined runs fn's commands as one pipeline on one of the hub's
+// connection slots, waiting for a free one (or ctx's end).
+func (h *Hub) pipelined(ctx context.Context, fn func(redis.Pipeliner) error) error {
+	select {
+	case h.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-h.slots }()
+	_, err := h.streams.client.Pipelined(ctx, fn)
 	return err
 }
 
