@@ -58,12 +58,12 @@
 // every task, each reconnect of the pub/sub connection, so that nothing
 // published while it was down is missed. A canary published every
 // HealthCheckInterval through the same connections (it waits for a
-// reader's slot) checks that the
-// pub/sub connection still hears what writers publish (after a Sentinel
-// failover go-redis moves its pooled connections to the new master, not a
-// pub/sub one), and a periodic resync (ResyncInterval) covers writers that
-// append without publishing. Classic PUBLISH reaches every node of a Redis
-// Cluster, so one pub/sub connection serves a cluster too.
+// reader's slot) checks that the pub/sub connection still hears what
+// writers publish (after a Sentinel failover go-redis moves its pooled
+// connections to the new master, not a pub/sub one), and a periodic
+// resync (ResyncInterval) covers writers that append without publishing.
+// Classic PUBLISH reaches every node of a Redis Cluster, so one pub/sub
+// connection serves a cluster too.
 //
 // A subscription costs the hub no goroutine and no connection: under 1 KB
 // (874 bytes measured at 10,000 subscriptions), plus the events it buffers
